@@ -1,0 +1,174 @@
+"""A derived architecture: a versioned JSON file, a standalone model, a timm `arch_def`.
+
+>>> from proxyless.space import get_space
+>>> space = get_space("tiny")
+>>> arch = Arch(space, [layer.candidates[0] for layer in space.layers()])
+>>> Arch.from_dict(arch.to_dict()) == arch
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .ops import Block, build_fixed_parts, build_op
+from .space import OpSpec, SearchSpace
+
+if TYPE_CHECKING:
+    from .supernet import SuperNet
+
+ARCH_FORMAT = "proxyless-arch"
+ARCH_VERSION = 1
+
+
+class ArchError(ValueError):
+    """A malformed or incompatible arch file."""
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    """Write JSON via temp file + rename so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Arch:
+    """One op per searchable layer of `space` (Zero included), plus derive-time probabilities."""
+
+    space: SearchSpace
+    ops: list[OpSpec]
+    probs: list[list[float]] | None = None
+
+    def __post_init__(self) -> None:
+        layers = self.space.layers()
+        if len(self.ops) != len(layers):
+            raise ArchError(
+                f"arch has {len(self.ops)} layers but space {self.space.name!r} has {len(layers)}"
+            )
+        for layer, op in zip(layers, self.ops, strict=True):
+            if op not in layer.candidates:
+                allowed = ", ".join(str(c) for c in layer.candidates)
+                raise ArchError(f"layer {layer.index}: op {op} not allowed here (allowed: {allowed})")
+        if self.probs is not None and len(self.probs) != len(layers):
+            raise ArchError(f"probs has {len(self.probs)} rows, expected {len(layers)}")
+
+    def check_space(self, space: SearchSpace) -> None:
+        if space != self.space:
+            raise ArchError(
+                f"arch was derived from space {self.space.name!r} with a different configuration "
+                f"than the requested {space.name!r}; use the space stored in the arch file"
+            )
+
+    def block_strings(self) -> list[str]:
+        return [str(op) for op in self.ops]
+
+    # --- files -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": ARCH_FORMAT,
+            "version": ARCH_VERSION,
+            "space": self.space.to_dict(),
+            "ops": self.block_strings(),
+            "probs": self.probs,
+            "input_size": self.space.input_size,
+            "num_classes": self.space.num_classes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Arch:
+        if not isinstance(d, dict) or d.get("format") != ARCH_FORMAT:
+            raise ArchError(f"not a proxyless arch description (expected format {ARCH_FORMAT!r})")
+        if d.get("version") != ARCH_VERSION:
+            raise ArchError(f"arch file version {d.get('version')!r}; this reader knows {ARCH_VERSION}")
+        try:
+            space = SearchSpace.from_dict(d["space"])
+            ops = [OpSpec.parse(s) for s in d["ops"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArchError(f"malformed arch description: {e}") from e
+        return cls(space, ops, d.get("probs"))
+
+    def save(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Arch:
+        path = Path(path)
+        if not path.is_file():
+            raise ArchError(f"arch file {path} does not exist; pass the arch.json a search wrote")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ArchError(f"arch file {path} is not valid JSON: {e}") from e
+        try:
+            return cls.from_dict(data)
+        except ArchError as e:
+            raise ArchError(f"arch file {path}: {e}") from e
+
+    # --- models ----------------------------------------------------------------------------
+    def build(self, supernet: SuperNet | None = None) -> StandaloneNet:
+        """A standalone model; with `supernet`, its chosen ops' weights are copied over."""
+        net = StandaloneNet(self)
+        if supernet is not None:
+            net.inherit(supernet)
+        return net
+
+    def timm_arch_def(self) -> list[list[str]]:
+        """timm EfficientNet-builder block strings, one stage per list (Zero layers dropped)."""
+        # timm adds a skip exactly where stride is 1 and channels match, as we do.
+        stages: list[list[str]] = [[f"ds_r1_k3_s1_c{self.space.first_channels}"]]
+        for layer, op in zip(self.space.layers(), self.ops, strict=True):
+            if op.is_zero:
+                continue
+            if len(stages) <= layer.stage + 1:
+                stages.append([])
+            stages[layer.stage + 1].append(
+                f"ir_r1_k{op.kernel}_s{layer.stride}_e{op.expand}_c{layer.out_channels}"
+            )
+        return [s for s in stages if s]
+
+
+class StandaloneNet(nn.Module):
+    """The derived network: same module structure as the supernet's chosen path."""
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        self.arch = arch
+        self.stem, self.first, self.head = build_fixed_parts(arch.space)
+        self.layer_index: list[int] = []
+        blocks = []
+        for layer, op in zip(arch.space.layers(), arch.ops, strict=True):
+            if op.is_zero:
+                continue
+            blocks.append(Block(build_op(op, layer.in_channels, layer.out_channels, layer.stride),
+                                layer.residual))
+            self.layer_index.append(layer.index)
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.first(self.stem(x))))
+
+    def inherit(self, supernet: SuperNet) -> None:
+        """Copy stem, first block, head and the chosen candidates' weights from the supernet."""
+        idx = supernet.arch_indices(self.arch)
+        self.stem.load_state_dict(supernet.stem.state_dict())
+        self.first.load_state_dict(supernet.first.state_dict())
+        self.head.load_state_dict(supernet.head.state_dict())
+        for block, li in zip(self.blocks, self.layer_index, strict=True):
+            block.op.load_state_dict(supernet.layers[li].candidates[idx[li]].state_dict())

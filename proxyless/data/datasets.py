@@ -1,0 +1,234 @@
+"""Build the train / held-out / test datasets for every supported source.
+
+Each source returns an untransformed base for the training split and one for the test
+split; `build_datasets` then carves the class-balanced held-out set out of the training
+split and attaches transforms, so the same logic serves every dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .config import DataConfig, DataError, DataSplits
+from .split import SplitView, class_balanced_split, seeded_subset, targets_of
+from .transforms import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Transform,
+    cifar_transforms,
+    imagenet_transforms,
+    tensor_transforms,
+)
+
+
+class TensorImages(Dataset):
+    """Single-channel uint8 images kept in memory, served as 3-channel float in [0, 1].
+
+    uint8 and a lazy channel expand keep digits at 224 px under 100 MB.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        self.images = images  # (N, 1, H, W) uint8
+        self.targets = targets.to(torch.int64).numpy()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.images[i].to(torch.float32).div_(255.0).expand(3, -1, -1)
+        return image, int(self.targets[i])
+
+
+class SyntheticImages(Dataset):
+    """Gaussian images generated per index from a seed: shapes only, constant memory."""
+
+    def __init__(self, n: int, num_classes: int, size: int, seed: int) -> None:
+        self.size, self.seed = size, seed
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        self.targets = (perm % num_classes).numpy()  # balanced, so held-out splits work
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        return torch.randn(3, self.size, self.size, generator=g), int(self.targets[i])
+
+
+@dataclass
+class _Source:
+    train: Dataset
+    test: Dataset
+    train_indices: np.ndarray  # rows of `train` that belong to the training split
+    test_indices: np.ndarray
+    classes: list[str]
+    transforms: tuple[Transform | None, Transform | None]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def _require_root(cfg: DataConfig, hint: str) -> Path:
+    if cfg.root is None:
+        raise DataError(f"data.root is not set for dataset {cfg.name!r}: {hint}")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root={str(root)!r} does not exist or is not a folder: {hint}")
+    return root
+
+
+def _all(ds: Any) -> np.ndarray:
+    return np.arange(len(ds))
+
+
+def _cifar10(cfg: DataConfig) -> _Source:
+    from torchvision.datasets import CIFAR10
+
+    hint = ("point data.root to the folder containing cifar-10-batches-py, or pass "
+            "data.download=true to fetch it there")
+    if cfg.download:
+        if cfg.root is None:
+            raise DataError(f"data.download=true needs data.root (where to save CIFAR-10): {hint}")
+        os.makedirs(cfg.root, exist_ok=True)
+    root = _require_root(cfg, hint)
+    try:
+        train = CIFAR10(str(root), train=True, download=cfg.download)
+        test = CIFAR10(str(root), train=False, download=False)
+    except RuntimeError as err:  # torchvision: files missing or md5 mismatch
+        raise DataError(
+            f"CIFAR-10 files missing or corrupted in {str(root / CIFAR10.base_folder)!r} "
+            f"({err}): {hint}"
+        ) from err
+    except OSError as err:  # download failed (offline)
+        raise DataError(f"CIFAR-10 download into {str(root)!r} failed ({err}): "
+                        "copy cifar-10-batches-py there by hand") from err
+    return _Source(train, test, _all(train), _all(test), list(train.classes),
+                   cifar_transforms(cfg.resolved_image_size, cfg.augment),
+                   CIFAR10_MEAN, CIFAR10_STD)
+
+
+def _image_folder(path: Path, what: str) -> Any:
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(path))
+    except FileNotFoundError as err:
+        raise DataError(f"{what} {str(path)!r} holds no usable images ({err}): it must "
+                        "contain one sub-folder per class with image files inside") from err
+
+
+def _folder_pair(cfg: DataConfig, root: Path, eval_names: tuple[str, ...]) -> _Source:
+    train_dir = root / "train"
+    eval_dir = next((root / n for n in eval_names if (root / n).is_dir()), None)
+    if not train_dir.is_dir() or eval_dir is None:
+        missing = "train" if not train_dir.is_dir() else " or ".join(eval_names)
+        raise DataError(f"{str(root)!r} has no {missing!r} folder: dataset {cfg.name!r} "
+                        f"expects {root}/train and {root}/{eval_names[0]} with one sub-folder "
+                        "per class")
+    train = _image_folder(train_dir, "training folder")
+    test = _image_folder(eval_dir, "evaluation folder")
+    if train.classes != test.classes:
+        raise DataError(f"class folders of {str(train_dir)!r} and {str(eval_dir)!r} differ: "
+                        "both need the same class sub-folders")
+    return _Source(train, test, _all(train), _all(test), list(train.classes),
+                   _imagenet_tf(cfg), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _imagenet_tf(cfg: DataConfig) -> tuple[Transform, Transform]:
+    return imagenet_transforms(cfg.resolved_image_size, cfg.augment, cfg.color_jitter,
+                               cfg.crop_pct)
+
+
+def _imagenet(cfg: DataConfig) -> _Source:
+    root = _require_root(cfg, "point data.root to the ImageNet folder holding train/ and val/")
+    return _folder_pair(cfg, root, ("val",))
+
+
+def _folder(cfg: DataConfig) -> _Source:
+    """root/train + root/val|test, or one class-per-folder root split by test_fraction."""
+    root = _require_root(cfg, "point data.root to a folder of class sub-folders "
+                              "(or one holding train/ and val/)")
+    if (root / "train").is_dir():
+        return _folder_pair(cfg, root, ("val", "test"))
+    full = _image_folder(root, "data.root")
+    train_idx, test_idx = class_balanced_split(
+        targets_of(full), lambda n: max(1, round(cfg.test_fraction * n)), cfg.split_seed,
+        full.classes, what="data.test_fraction")
+    return _Source(full, full, train_idx, test_idx, list(full.classes), _imagenet_tf(cfg),
+                   IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _digits(cfg: DataConfig) -> _Source:
+    """scikit-learn's bundled 8x8 digits, upsampled: an offline dataset that learns fast."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    size = cfg.resolved_image_size
+    images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    full = TensorImages(images, torch.as_tensor(bunch.target))
+    train_idx, test_idx = class_balanced_split(
+        full.targets, lambda n: max(1, round(cfg.test_fraction * n)), cfg.split_seed,
+        what="data.test_fraction")
+    train_px = images[torch.as_tensor(train_idx)].float() / 255.0  # stats from train only
+    mean, std = float(train_px.mean()), float(train_px.std())
+    mean3, std3 = (mean,) * 3, (std,) * 3
+    return _Source(full, full, train_idx, test_idx, [str(c) for c in bunch.target_names],
+                   tensor_transforms(size, cfg.augment, mean3, std3), mean3, std3)
+
+
+def _synthetic(cfg: DataConfig) -> _Source:
+    size, k = cfg.resolved_image_size, cfg.synthetic_num_classes
+    train = SyntheticImages(cfg.synthetic_train_samples, k, size, cfg.seed)
+    test = SyntheticImages(cfg.synthetic_test_samples, k, size, cfg.seed + 1)
+    return _Source(train, test, _all(train), _all(test), [str(c) for c in range(k)],
+                   (None, None), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+_SOURCES = {"cifar10": _cifar10, "imagenet": _imagenet, "folder": _folder, "digits": _digits,
+            "synthetic": _synthetic}
+
+
+def build_datasets(cfg: DataConfig) -> DataSplits:
+    """Load `cfg.name` and return disjoint train / held-out / test datasets.
+
+    The held-out split takes `heldout_per_class` samples of every class out of the
+    training split (seeded by `cfg.seed`); it uses eval transforms because arch steps
+    should see the data distribution the derived model will be judged on.
+
+    >>> splits = build_datasets(DataConfig(name="synthetic"))
+    >>> splits.input_shape, splits.num_classes
+    ((3, 32, 32), 10)
+    """
+    src = _SOURCES[cfg.name](cfg)
+    train_tf, eval_tf = src.transforms
+    train_idx = src.train_indices
+    heldout: Dataset | None = None
+    per_class = cfg.resolved_heldout_per_class
+    if per_class > 0:
+        train_targets = targets_of(src.train)[train_idx]
+        rest, taken = class_balanced_split(train_targets, per_class, cfg.seed, src.classes)
+        train_idx, heldout_idx = train_idx[rest], train_idx[taken]
+        heldout = SplitView(src.train, heldout_idx, eval_tf)
+    train_idx = seeded_subset(train_idx, cfg.train_subset, cfg.seed)
+    test_idx = seeded_subset(src.test_indices, cfg.test_subset, cfg.seed)
+    return DataSplits(
+        train=SplitView(src.train, train_idx, train_tf),
+        heldout=heldout,
+        test=SplitView(src.test, test_idx, eval_tf),
+        num_classes=len(src.classes),
+        input_size=cfg.resolved_image_size,
+        classes=src.classes,
+        mean=tuple(src.mean),
+        std=tuple(src.std),
+    )

@@ -1,0 +1,54 @@
+"""A searchable layer: N candidate ops, their architecture logits α, and the sampled path.
+
+The layer itself only knows how to run one path (weight steps, or a derived network).
+How α gets a gradient is the estimator's business (`proxyless.estimators`), passed per call.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .ops import Zero, build_op
+from .space import LayerSpec
+
+
+class MixedLayer(nn.Module):
+    """Candidates + α for one layer; `forward` runs only the active candidate (+ residual)."""
+
+    def __init__(self, spec: LayerSpec, alpha_init_std: float = 1e-3) -> None:
+        super().__init__()
+        self.spec = spec
+        self.residual = spec.residual
+        self.candidates = nn.ModuleList(
+            build_op(c, spec.in_channels, spec.out_channels, spec.stride) for c in spec.candidates
+        )
+        self.alpha = nn.Parameter(torch.randn(len(spec.candidates)) * alpha_init_std)
+        self.active = 0
+
+    @property
+    def num_candidates(self) -> int:
+        return len(self.candidates)
+
+    def is_zero(self, index: int) -> bool:
+        return isinstance(self.candidates[index], Zero)
+
+    def probs(self) -> torch.Tensor:
+        return torch.softmax(self.alpha, dim=0)
+
+    def sample(self, generator: torch.Generator | None = None, uniform: bool = False) -> int:
+        """Draw the active path from softmax(α), or uniformly (warmup)."""
+        with torch.no_grad():
+            p = torch.ones_like(self.alpha) if uniform else self.probs()
+            self.active = int(torch.multinomial(p.cpu(), 1, generator=generator))
+        return self.active
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_zero(self.active):
+            return x
+        y = self.candidates[self.active](x)
+        return x + y if self.residual else y
+
+    def extra_repr(self) -> str:
+        ops = ", ".join(str(c) for c in self.spec.candidates)
+        return f"layer={self.spec.index}, residual={self.residual}, candidates=[{ops}]"

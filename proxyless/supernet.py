@@ -1,0 +1,138 @@
+"""The supernet: fixed stem/first block/head around the searchable mixed layers.
+
+`forward(x)` runs the sampled path (weight steps); `forward(x, estimator)` runs an arch step
+with that estimator. Weights and α live in separate parameter groups.
+
+>>> from proxyless.space import get_space
+>>> net = SuperNet(get_space("tiny"))
+>>> net.sample_paths(uniform=True) and None
+>>> net(torch.zeros(2, 3, 32, 32)).shape
+torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .arch import Arch
+from .estimators import Estimator
+from .mixed_op import MixedLayer
+from .ops import build_fixed_parts
+from .space import SearchSpace
+
+
+class SuperNet(nn.Module):
+    def __init__(self, space: SearchSpace, alpha_init_std: float = 1e-3) -> None:
+        super().__init__()
+        self.space = space
+        self.stem, self.first, self.head = build_fixed_parts(space)
+        self.layers = nn.ModuleList(MixedLayer(s, alpha_init_std) for s in space.layers())
+        self._costs: list[torch.Tensor] | None = None
+        self._fixed_cost = 0.0
+
+    def forward(self, x: torch.Tensor, estimator: Estimator | None = None) -> torch.Tensor:
+        x = self.first(self.stem(x))
+        for layer in self.layers:
+            x = layer(x) if estimator is None else estimator.forward(layer, x)
+        return self.head(x)
+
+    # --- parameter groups -------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [layer.alpha for layer in self.layers]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    @contextmanager
+    def frozen_weights(self) -> Iterator[None]:
+        """Arch steps: no weight gradients are computed at all (not computed-then-dropped)."""
+        params = [p for p in self.weight_parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+
+    # --- paths ----------------------------------------------------------------------------
+    def sample_paths(
+        self, generator: torch.Generator | None = None, uniform: bool = False
+    ) -> list[int]:
+        return [layer.sample(generator, uniform) for layer in self.layers]
+
+    def set_paths(self, indices: Sequence[int]) -> None:
+        if len(indices) != len(self.layers):
+            raise ValueError(f"need {len(self.layers)} path indices, got {len(indices)}")
+        for layer, i in zip(self.layers, indices, strict=True):
+            if not 0 <= i < layer.num_candidates:
+                raise ValueError(f"layer {layer.spec.index}: index {i} out of range")
+            layer.active = int(i)
+
+    def active_paths(self) -> list[int]:
+        return [layer.active for layer in self.layers]
+
+    def probabilities(self) -> list[torch.Tensor]:
+        return [layer.probs() for layer in self.layers]
+
+    # --- costs -----------------------------------------------------------------------------
+    def set_costs(self, per_layer: Sequence[Sequence[float]], fixed: float = 0.0) -> None:
+        """Per-layer candidate costs (e.g. LUT latency in ms; Zero = 0) and the fixed part."""
+        if len(per_layer) != len(self.layers):
+            raise ValueError(f"need costs for {len(self.layers)} layers, got {len(per_layer)}")
+        tensors = []
+        for layer, costs in zip(self.layers, per_layer, strict=True):
+            if len(costs) != layer.num_candidates:
+                raise ValueError(
+                    f"layer {layer.spec.index}: {layer.num_candidates} candidates, "
+                    f"{len(costs)} costs"
+                )
+            tensors.append(torch.as_tensor(costs, dtype=torch.float32))
+        self._costs, self._fixed_cost = tensors, float(fixed)
+
+    @property
+    def has_costs(self) -> bool:
+        return self._costs is not None
+
+    def _cost_tensors(self) -> list[torch.Tensor]:
+        if self._costs is None:
+            raise RuntimeError("no costs set: call set_costs() with a latency/FLOPs table first")
+        device = self.layers[0].alpha.device
+        return [c.to(device) for c in self._costs]
+
+    def expected_cost(self) -> torch.Tensor:
+        """fixed + Σ_layers Σ_j p_j · cost_j, differentiable in α (uses the full softmax)."""
+        costs = self._cost_tensors()
+        total = sum((p * c).sum() for p, c in zip(self.probabilities(), costs, strict=True))
+        return total + self._fixed_cost  # type: ignore[return-value]
+
+    def sampled_cost(self) -> torch.Tensor:
+        costs = self._cost_tensors()
+        total = sum(c[layer.active] for layer, c in zip(self.layers, costs, strict=True))
+        return total + self._fixed_cost  # type: ignore[return-value]
+
+    def argmax_cost(self) -> float:
+        costs = self._cost_tensors()
+        return self._fixed_cost + sum(
+            float(c[int(p.argmax())]) for p, c in zip(self.probabilities(), costs, strict=True)
+        )
+
+    # --- derive ----------------------------------------------------------------------------
+    def derive(self) -> Arch:
+        """argmax per layer; Zero layers disappear when the standalone model is built."""
+        with torch.no_grad():
+            probs = [p.tolist() for p in self.probabilities()]
+        ops = [layer.spec.candidates[int(torch.tensor(p).argmax())] for layer, p in
+               zip(self.layers, probs, strict=True)]
+        return Arch(self.space, ops, probs)
+
+    def arch_indices(self, arch: Arch) -> list[int]:
+        """Path indices that select `arch`'s ops in this supernet."""
+        arch.check_space(self.space)
+        return [layer.spec.candidates.index(op) for layer, op in
+                zip(self.layers, arch.ops, strict=True)]
