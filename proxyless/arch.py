@@ -10,8 +10,6 @@ True
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .io import write_json_atomic
 from .ops import Block, build_fixed_parts, build_op
 from .space import OpSpec, SearchSpace
 
@@ -31,21 +30,6 @@ ARCH_VERSION = 1
 
 class ArchError(ValueError):
     """A malformed or incompatible arch file."""
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON via temp file + rename so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -65,7 +49,9 @@ class Arch:
         for layer, op in zip(layers, self.ops, strict=True):
             if op not in layer.candidates:
                 allowed = ", ".join(str(c) for c in layer.candidates)
-                raise ArchError(f"layer {layer.index}: op {op} not allowed here (allowed: {allowed})")
+                raise ArchError(
+                    f"layer {layer.index}: op {op} not allowed here (allowed: {allowed})"
+                )
         if self.probs is not None and len(self.probs) != len(layers):
             raise ArchError(f"probs has {len(self.probs)} rows, expected {len(layers)}")
 
@@ -96,7 +82,9 @@ class Arch:
         if not isinstance(d, dict) or d.get("format") != ARCH_FORMAT:
             raise ArchError(f"not a proxyless arch description (expected format {ARCH_FORMAT!r})")
         if d.get("version") != ARCH_VERSION:
-            raise ArchError(f"arch file version {d.get('version')!r}; this reader knows {ARCH_VERSION}")
+            raise ArchError(
+                f"arch file version {d.get('version')!r}; this reader knows {ARCH_VERSION}"
+            )
         try:
             space = SearchSpace.from_dict(d["space"])
             ops = [OpSpec.parse(s) for s in d["ops"]]
@@ -156,8 +144,12 @@ class StandaloneNet(nn.Module):
         for layer, op in zip(arch.space.layers(), arch.ops, strict=True):
             if op.is_zero:
                 continue
-            blocks.append(Block(build_op(op, layer.in_channels, layer.out_channels, layer.stride),
-                                layer.residual))
+            blocks.append(
+                Block(
+                    build_op(op, layer.in_channels, layer.out_channels, layer.stride),
+                    layer.residual,
+                )
+            )
             self.layer_index.append(layer.index)
         self.blocks = nn.Sequential(*blocks)
 

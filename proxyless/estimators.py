@@ -232,9 +232,7 @@ class Reinforce(Estimator):
             self.baseline = value
         advantage = value - self.baseline
         self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * value
-        log_prob = sum(
-            torch.log_softmax(layer.alpha, 0)[layer.active] for layer in net.layers
-        )
+        log_prob = sum(torch.log_softmax(layer.alpha, 0)[layer.active] for layer in net.layers)
         return advantage * log_prob  # type: ignore[operator]
 
 
@@ -249,7 +247,5 @@ class Darts(Estimator):
 
     def forward(self, layer: MixedLayer, x: torch.Tensor) -> torch.Tensor:
         p = layer.probs()
-        y = sum(
-            p[j] * op(x) for j, op in enumerate(layer.candidates) if not layer.is_zero(j)
-        )
+        y = sum(p[j] * op(x) for j, op in enumerate(layer.candidates) if not layer.is_zero(j))
         return x + y if layer.residual else y  # type: ignore[return-value]

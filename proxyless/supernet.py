@@ -127,12 +127,15 @@ class SuperNet(nn.Module):
         """argmax per layer; Zero layers disappear when the standalone model is built."""
         with torch.no_grad():
             probs = [p.tolist() for p in self.probabilities()]
-        ops = [layer.spec.candidates[int(torch.tensor(p).argmax())] for layer, p in
-               zip(self.layers, probs, strict=True)]
+        ops = [
+            layer.spec.candidates[int(torch.tensor(p).argmax())]
+            for layer, p in zip(self.layers, probs, strict=True)
+        ]
         return Arch(self.space, ops, probs)
 
     def arch_indices(self, arch: Arch) -> list[int]:
         """Path indices that select `arch`'s ops in this supernet."""
         arch.check_space(self.space)
-        return [layer.spec.candidates.index(op) for layer, op in
-                zip(self.layers, arch.ops, strict=True)]
+        return [
+            layer.spec.candidates.index(op) for layer, op in zip(self.layers, arch.ops, strict=True)
+        ]

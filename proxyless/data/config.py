@@ -18,8 +18,13 @@ DEFAULT_IMAGE_SIZE = {"cifar10": 32, "imagenet": 224, "folder": 224, "digits": 3
 # Held-out images per class when `heldout_per_class` is None. ImageNet: 50 (the paper's
 # 50k split). CIFAR-10: 500 (10% of each class; the arch gradient is less noisy and 4500
 # per class remain for weights). The small offline sets keep most samples for weights.
-DEFAULT_HELDOUT_PER_CLASS = {"cifar10": 500, "imagenet": 50, "folder": 50, "digits": 20,
-                             "synthetic": 8}
+DEFAULT_HELDOUT_PER_CLASS = {
+    "cifar10": 500,
+    "imagenet": 50,
+    "folder": 50,
+    "digits": 20,
+    "synthetic": 8,
+}
 
 
 class DataError(ValueError):
@@ -62,9 +67,13 @@ class DataConfig:
             raise DataError(
                 f"unknown dataset {self.name!r}: set data.name to one of {', '.join(DATASETS)}"
             )
-        positive = {"batch_size": self.batch_size, "image_size": self.image_size,
-                    "eval_batch_size": self.eval_batch_size, "train_subset": self.train_subset,
-                    "test_subset": self.test_subset}
+        positive = {
+            "batch_size": self.batch_size,
+            "image_size": self.image_size,
+            "eval_batch_size": self.eval_batch_size,
+            "train_subset": self.train_subset,
+            "test_subset": self.test_subset,
+        }
         for key, value in positive.items():
             if value is not None and value < 1:
                 raise DataError(f"data.{key}={value} must be a positive integer")

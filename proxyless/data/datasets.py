@@ -93,8 +93,10 @@ def _all(ds: Any) -> np.ndarray:
 def _cifar10(cfg: DataConfig) -> _Source:
     from torchvision.datasets import CIFAR10
 
-    hint = ("point data.root to the folder containing cifar-10-batches-py, or pass "
-            "data.download=true to fetch it there")
+    hint = (
+        "point data.root to the folder containing cifar-10-batches-py, or pass "
+        "data.download=true to fetch it there"
+    )
     if cfg.download:
         if cfg.root is None:
             raise DataError(f"data.download=true needs data.root (where to save CIFAR-10): {hint}")
@@ -109,11 +111,20 @@ def _cifar10(cfg: DataConfig) -> _Source:
             f"({err}): {hint}"
         ) from err
     except OSError as err:  # download failed (offline)
-        raise DataError(f"CIFAR-10 download into {str(root)!r} failed ({err}): "
-                        "copy cifar-10-batches-py there by hand") from err
-    return _Source(train, test, _all(train), _all(test), list(train.classes),
-                   cifar_transforms(cfg.resolved_image_size, cfg.augment),
-                   CIFAR10_MEAN, CIFAR10_STD)
+        raise DataError(
+            f"CIFAR-10 download into {str(root)!r} failed ({err}): "
+            "copy cifar-10-batches-py there by hand"
+        ) from err
+    return _Source(
+        train,
+        test,
+        _all(train),
+        _all(test),
+        list(train.classes),
+        cifar_transforms(cfg.resolved_image_size, cfg.augment),
+        CIFAR10_MEAN,
+        CIFAR10_STD,
+    )
 
 
 def _image_folder(path: Path, what: str) -> Any:
@@ -122,8 +133,10 @@ def _image_folder(path: Path, what: str) -> Any:
     try:
         return ImageFolder(str(path))
     except FileNotFoundError as err:
-        raise DataError(f"{what} {str(path)!r} holds no usable images ({err}): it must "
-                        "contain one sub-folder per class with image files inside") from err
+        raise DataError(
+            f"{what} {str(path)!r} holds no usable images ({err}): it must "
+            "contain one sub-folder per class with image files inside"
+        ) from err
 
 
 def _folder_pair(cfg: DataConfig, root: Path, eval_names: tuple[str, ...]) -> _Source:
@@ -131,21 +144,32 @@ def _folder_pair(cfg: DataConfig, root: Path, eval_names: tuple[str, ...]) -> _S
     eval_dir = next((root / n for n in eval_names if (root / n).is_dir()), None)
     if not train_dir.is_dir() or eval_dir is None:
         missing = "train" if not train_dir.is_dir() else " or ".join(eval_names)
-        raise DataError(f"{str(root)!r} has no {missing!r} folder: dataset {cfg.name!r} "
-                        f"expects {root}/train and {root}/{eval_names[0]} with one sub-folder "
-                        "per class")
+        raise DataError(
+            f"{str(root)!r} has no {missing!r} folder: dataset {cfg.name!r} "
+            f"expects {root}/train and {root}/{eval_names[0]} with one sub-folder "
+            "per class"
+        )
     train = _image_folder(train_dir, "training folder")
     test = _image_folder(eval_dir, "evaluation folder")
     if train.classes != test.classes:
-        raise DataError(f"class folders of {str(train_dir)!r} and {str(eval_dir)!r} differ: "
-                        "both need the same class sub-folders")
-    return _Source(train, test, _all(train), _all(test), list(train.classes),
-                   _imagenet_tf(cfg), IMAGENET_MEAN, IMAGENET_STD)
+        raise DataError(
+            f"class folders of {str(train_dir)!r} and {str(eval_dir)!r} differ: "
+            "both need the same class sub-folders"
+        )
+    return _Source(
+        train,
+        test,
+        _all(train),
+        _all(test),
+        list(train.classes),
+        _imagenet_tf(cfg),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
 
 
 def _imagenet_tf(cfg: DataConfig) -> tuple[Transform, Transform]:
-    return imagenet_transforms(cfg.resolved_image_size, cfg.augment, cfg.color_jitter,
-                               cfg.crop_pct)
+    return imagenet_transforms(cfg.resolved_image_size, cfg.augment, cfg.color_jitter, cfg.crop_pct)
 
 
 def _imagenet(cfg: DataConfig) -> _Source:
@@ -155,16 +179,29 @@ def _imagenet(cfg: DataConfig) -> _Source:
 
 def _folder(cfg: DataConfig) -> _Source:
     """root/train + root/val|test, or one class-per-folder root split by test_fraction."""
-    root = _require_root(cfg, "point data.root to a folder of class sub-folders "
-                              "(or one holding train/ and val/)")
+    root = _require_root(
+        cfg, "point data.root to a folder of class sub-folders (or one holding train/ and val/)"
+    )
     if (root / "train").is_dir():
         return _folder_pair(cfg, root, ("val", "test"))
     full = _image_folder(root, "data.root")
     train_idx, test_idx = class_balanced_split(
-        targets_of(full), lambda n: max(1, round(cfg.test_fraction * n)), cfg.split_seed,
-        full.classes, what="data.test_fraction")
-    return _Source(full, full, train_idx, test_idx, list(full.classes), _imagenet_tf(cfg),
-                   IMAGENET_MEAN, IMAGENET_STD)
+        targets_of(full),
+        lambda n: max(1, round(cfg.test_fraction * n)),
+        cfg.split_seed,
+        full.classes,
+        what="data.test_fraction",
+    )
+    return _Source(
+        full,
+        full,
+        train_idx,
+        test_idx,
+        list(full.classes),
+        _imagenet_tf(cfg),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+    )
 
 
 def _digits(cfg: DataConfig) -> _Source:
@@ -178,25 +215,49 @@ def _digits(cfg: DataConfig) -> _Source:
     images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
     full = TensorImages(images, torch.as_tensor(bunch.target))
     train_idx, test_idx = class_balanced_split(
-        full.targets, lambda n: max(1, round(cfg.test_fraction * n)), cfg.split_seed,
-        what="data.test_fraction")
+        full.targets,
+        lambda n: max(1, round(cfg.test_fraction * n)),
+        cfg.split_seed,
+        what="data.test_fraction",
+    )
     train_px = images[torch.as_tensor(train_idx)].float() / 255.0  # stats from train only
     mean, std = float(train_px.mean()), float(train_px.std())
     mean3, std3 = (mean,) * 3, (std,) * 3
-    return _Source(full, full, train_idx, test_idx, [str(c) for c in bunch.target_names],
-                   tensor_transforms(size, cfg.augment, mean3, std3), mean3, std3)
+    return _Source(
+        full,
+        full,
+        train_idx,
+        test_idx,
+        [str(c) for c in bunch.target_names],
+        tensor_transforms(size, cfg.augment, mean3, std3),
+        mean3,
+        std3,
+    )
 
 
 def _synthetic(cfg: DataConfig) -> _Source:
     size, k = cfg.resolved_image_size, cfg.synthetic_num_classes
     train = SyntheticImages(cfg.synthetic_train_samples, k, size, cfg.seed)
     test = SyntheticImages(cfg.synthetic_test_samples, k, size, cfg.seed + 1)
-    return _Source(train, test, _all(train), _all(test), [str(c) for c in range(k)],
-                   (None, None), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    return _Source(
+        train,
+        test,
+        _all(train),
+        _all(test),
+        [str(c) for c in range(k)],
+        (None, None),
+        (0.0, 0.0, 0.0),
+        (1.0, 1.0, 1.0),
+    )
 
 
-_SOURCES = {"cifar10": _cifar10, "imagenet": _imagenet, "folder": _folder, "digits": _digits,
-            "synthetic": _synthetic}
+_SOURCES = {
+    "cifar10": _cifar10,
+    "imagenet": _imagenet,
+    "folder": _folder,
+    "digits": _digits,
+    "synthetic": _synthetic,
+}
 
 
 def build_datasets(cfg: DataConfig) -> DataSplits:

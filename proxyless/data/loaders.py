@@ -23,10 +23,17 @@ class ResumableSampler(DistributedSampler):
     Calling `set_epoch` every epoch, as DDP code does, gives the same order.
     """
 
-    def __init__(self, dataset: Dataset, *, shuffle: bool, seed: int, num_replicas: int = 1,
-                 rank: int = 0) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                         seed=seed, drop_last=False)
+    def __init__(
+        self, dataset: Dataset, *, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        super().__init__(
+            dataset,
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=False,
+        )
         self.start = 0
 
     def __iter__(self) -> Iterator[int]:
@@ -58,8 +65,10 @@ class InfiniteLoader:
 
     def __init__(self, loader: DataLoader) -> None:
         if not isinstance(loader.sampler, ResumableSampler):
-            raise TypeError("InfiniteLoader needs a loader built by build_loaders "
-                            "(its sampler must be a ResumableSampler)")
+            raise TypeError(
+                "InfiniteLoader needs a loader built by build_loaders "
+                "(its sampler must be a ResumableSampler)"
+            )
         self.loader = loader
         self.epoch = 0  # completed passes
         self.batch = 0  # batches consumed in the current pass
@@ -83,8 +92,9 @@ class InfiniteLoader:
                 continue
             self.batch += 1
             return batch
-        raise DataError("the loader given to InfiniteLoader yields no batches: its dataset "
-                        "is empty")
+        raise DataError(
+            "the loader given to InfiniteLoader yields no batches: its dataset is empty"
+        )
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch}
@@ -107,8 +117,10 @@ def _rank_world(distributed: bool) -> tuple[int, int]:
     if not distributed:
         return 0, 1
     if not (dist.is_available() and dist.is_initialized()):
-        raise DataError("build_loaders(distributed=True) needs torch.distributed initialised: "
-                        "launch with torchrun and call init_process_group first")
+        raise DataError(
+            "build_loaders(distributed=True) needs torch.distributed initialised: "
+            "launch with torchrun and call init_process_group first"
+        )
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -122,18 +134,25 @@ def build_loaders(splits: DataSplits, cfg: DataConfig, distributed: bool = False
     eval_batch = cfg.eval_batch_size or cfg.batch_size
 
     def make(ds: Dataset, batch: int, shuffle: bool, seed: int, drop_last: bool) -> DataLoader:
-        sampler = ResumableSampler(ds, shuffle=shuffle, seed=seed, num_replicas=world,
-                                   rank=rank)
-        return DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=drop_last,
-                          num_workers=cfg.num_workers, pin_memory=pin,
-                          persistent_workers=cfg.num_workers > 0,
-                          generator=torch.Generator().manual_seed(seed))
+        sampler = ResumableSampler(ds, shuffle=shuffle, seed=seed, num_replicas=world, rank=rank)
+        return DataLoader(
+            ds,
+            batch_size=batch,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=cfg.num_workers,
+            pin_memory=pin,
+            persistent_workers=cfg.num_workers > 0,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     shard = -(-len(splits.train) // world)
     if cfg.drop_last and shard < cfg.batch_size:
-        raise DataError(f"the training split has {shard} samples per process, fewer than "
-                        f"data.batch_size={cfg.batch_size}: lower data.batch_size (or set "
-                        "data.drop_last=false)")
+        raise DataError(
+            f"the training split has {shard} samples per process, fewer than "
+            f"data.batch_size={cfg.batch_size}: lower data.batch_size (or set "
+            "data.drop_last=false)"
+        )
     heldout = None
     if splits.heldout is not None:
         heldout = make(splits.heldout, cfg.batch_size, True, cfg.seed + 1, False)

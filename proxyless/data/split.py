@@ -68,8 +68,9 @@ class SplitView(Dataset):
     file list) but need different transforms, so the transform lives on the view.
     """
 
-    def __init__(self, base: Dataset, indices: np.ndarray,
-                 transform: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self, base: Dataset, indices: np.ndarray, transform: Callable[[Any], Any] | None = None
+    ) -> None:
         self.base = base
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform

@@ -23,13 +23,15 @@ def cifar_transforms(size: int, augment: bool) -> tuple[Transform, Transform]:
     if not augment:
         return eval_tf, eval_tf
     pad = max(1, size // 8)
-    train_tf = T.Compose([*resize, T.RandomCrop(size, padding=pad), T.RandomHorizontalFlip(),
-                          *tail])
+    train_tf = T.Compose(
+        [*resize, T.RandomCrop(size, padding=pad), T.RandomHorizontalFlip(), *tail]
+    )
     return train_tf, eval_tf
 
 
-def imagenet_transforms(size: int, augment: bool, color_jitter: float = 0.0,
-                        crop_pct: float = 0.875) -> tuple[Transform, Transform]:
+def imagenet_transforms(
+    size: int, augment: bool, color_jitter: float = 0.0, crop_pct: float = 0.875
+) -> tuple[Transform, Transform]:
     """RandomResizedCrop + flip (+ jitter) for training; resize size/crop_pct + center crop."""
     tail = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     eval_tf = T.Compose([T.Resize(int(round(size / crop_pct))), T.CenterCrop(size), *tail])
@@ -40,8 +42,9 @@ def imagenet_transforms(size: int, augment: bool, color_jitter: float = 0.0,
     return train_tf, eval_tf
 
 
-def tensor_transforms(size: int, augment: bool, mean: tuple[float, ...],
-                      std: tuple[float, ...]) -> tuple[Transform, Transform]:
+def tensor_transforms(
+    size: int, augment: bool, mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[Transform, Transform]:
     """For in-memory [0, 1] tensors (digits): small random translation, no flip."""
     normalize = T.Normalize(mean, std)
     if not augment:
