@@ -271,6 +271,7 @@ def build_datasets(cfg: DataConfig) -> DataSplits:
     >>> splits.input_shape, splits.num_classes
     ((3, 32, 32), 10)
     """
+    cfg.__post_init__()  # re-validate: fields may have been changed after construction
     src = _SOURCES[cfg.name](cfg)
     train_tf, eval_tf = src.transforms
     train_idx = src.train_indices
