@@ -1,0 +1,196 @@
+"""Latency backends: how to run a module on one runtime/device, and how to time it.
+
+A backend turns `(module, example_input)` into a zero-argument `run()` so that the
+protocol (latency.protocol) can time many calls without knowing the runtime. Backends are
+a real extension point, hence a registry:
+
+>>> sorted(BACKENDS.names())
+['ort-cpu', 'ort-cuda', 'torch-cpu', 'torch-cuda']
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from latency.device import cpu_name, gpu_name, package_versions
+from latency.registry import Registry
+
+Run = Callable[[], object]
+
+
+class Backend:
+    """Base: a fixed thread count, wall-clock timing, header fields. Subclasses `prepare`."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, threads: int = 1) -> None:
+        # One thread by default: the most reproducible number on a shared machine.
+        self.threads = int(threads)
+
+    def prepare(self, module: nn.Module, example_input: torch.Tensor) -> Run:
+        raise NotImplementedError
+
+    def time_calls(self, run: Run, repeats: int) -> list[float]:
+        """Per-call wall-clock times (ms) of `repeats` back-to-back calls."""
+        clock = time.perf_counter_ns
+        out = []
+        for _ in range(repeats):
+            t0 = clock()
+            run()
+            out.append((clock() - t0) / 1e6)
+        return out
+
+    def device_name(self) -> str:
+        return cpu_name()
+
+    def versions(self) -> dict[str, str]:
+        return package_versions("torch")
+
+    def header_fields(self) -> dict[str, Any]:
+        """What a table header needs from the backend (see latency.header.TableHeader)."""
+        return {
+            "device": self.device_name(),
+            "backend": self.name,
+            "threads": self.threads,
+            "versions": self.versions(),
+        }
+
+
+BACKENDS: Registry[type[Backend]] = Registry("latency backend")
+
+
+def get_backend(name: str, **kwargs: Any) -> Backend:
+    """Instantiate a registered backend, e.g. `get_backend("ort-cpu", threads=2)`."""
+    return BACKENDS.get(name)(**kwargs)
+
+
+@BACKENDS.register("torch-cpu")
+class TorchCPU(Backend):
+    """Eager PyTorch on CPU with `torch.set_num_threads(threads)`."""
+
+    name = "torch-cpu"
+
+    def prepare(self, module: nn.Module, example_input: torch.Tensor) -> Run:
+        torch.set_num_threads(self.threads)
+        module, x = module.eval().cpu(), example_input.cpu()
+
+        def run() -> object:
+            with torch.inference_mode():
+                return module(x)
+
+        return run
+
+
+@BACKENDS.register("torch-cuda")
+class TorchCUDA(Backend):
+    """Eager PyTorch on one GPU, timed with CUDA events (host clocks miss async kernels)."""
+
+    name = "torch-cuda"
+
+    def __init__(self, threads: int = 1, device: int = 0) -> None:
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "backend 'torch-cuda' needs a CUDA device, but torch.cuda.is_available() is "
+                "False; use 'torch-cpu' / 'ort-cpu' or run on a GPU machine"
+            )
+        super().__init__(threads)
+        self.device = torch.device("cuda", device)
+
+    def prepare(self, module: nn.Module, example_input: torch.Tensor) -> Run:
+        module, x = module.eval().to(self.device), example_input.to(self.device)
+
+        def run() -> object:
+            with torch.inference_mode():
+                return module(x)
+
+        return run
+
+    def time_calls(self, run: Run, repeats: int) -> list[float]:
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(repeats + 1)]
+        events[0].record()
+        for i in range(repeats):
+            run()
+            events[i + 1].record()
+        torch.cuda.synchronize(self.device)
+        return [events[i].elapsed_time(events[i + 1]) for i in range(repeats)]
+
+    def device_name(self) -> str:
+        return gpu_name(self.device.index or 0)
+
+    def versions(self) -> dict[str, str]:
+        return {
+            **package_versions("torch"),
+            "cuda": str(torch.version.cuda),
+            "cudnn": str(torch.backends.cudnn.version()),
+        }
+
+
+class _ORT(Backend):
+    """ONNX Runtime: the module is exported to ONNX (static shape) and run by a session."""
+
+    providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
+
+    def _session(self, module: nn.Module, example_input: torch.Tensor) -> Any:
+        import onnxruntime as ort
+
+        from latency.onnx_export import export_onnx
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        model = export_onnx(module.cpu(), example_input.cpu())
+        return ort.InferenceSession(model, sess_options=opts, providers=self.providers)
+
+    def versions(self) -> dict[str, str]:
+        return package_versions("onnxruntime", "onnx", "torch")
+
+
+@BACKENDS.register("ort-cpu")
+class OrtCPU(_ORT):
+    name = "ort-cpu"
+
+    def prepare(self, module: nn.Module, example_input: torch.Tensor) -> Run:
+        sess = self._session(module, example_input)
+        feed = {sess.get_inputs()[0].name: example_input.detach().cpu().numpy()}
+        return lambda: sess.run(None, feed)
+
+
+@BACKENDS.register("ort-cuda")
+class OrtCUDA(_ORT):
+    """ORT's CUDA EP with inputs/outputs bound on the GPU (no host copies in the timing)."""
+
+    name = "ort-cuda"
+    providers: ClassVar[list[str]] = ["CUDAExecutionProvider"]
+
+    def __init__(self, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError(
+                "backend 'ort-cuda' needs onnxruntime's CUDAExecutionProvider (available: "
+                f"{ort.get_available_providers()}); install onnxruntime-gpu on a CUDA machine "
+                "or use 'ort-cpu'"
+            )
+        super().__init__(threads)
+
+    def prepare(self, module: nn.Module, example_input: torch.Tensor) -> Run:
+        import onnxruntime as ort
+
+        sess = self._session(module, example_input)
+        binding = sess.io_binding()
+        x = ort.OrtValue.ortvalue_from_numpy(example_input.detach().cpu().numpy(), "cuda", 0)
+        binding.bind_ortvalue_input(sess.get_inputs()[0].name, x)
+        for out in sess.get_outputs():
+            binding.bind_output(out.name, "cuda")
+        return lambda: sess.run_with_iobinding(binding)
+
+    def device_name(self) -> str:
+        return gpu_name(0)

@@ -1,0 +1,150 @@
+"""The measurement protocol, built for a noisy shared machine.
+
+Why each step:
+- warmup per item (caches, allocator, lazy init) and an adaptive window length, so that a
+  window of back-to-back calls lasts >= `window_ms` (timer resolution, call overhead);
+- `rounds` interleaved rounds, each over all items in a fresh shuffled order, so a slow
+  episode of the machine hits every item about equally instead of a few items entirely;
+- every call timed; a window is summarised by its minimum (filters interrupts);
+- a reference item re-timed every `reference_every` items tracks machine speed; each
+  window is rescaled by (fastest reference / reference around that window), which removes
+  slow episodes that hit everything (frequency scaling, a neighbour's job);
+- the reported statistic is a low quantile over rounds of those window minima; p10/p90
+  over all speed-corrected calls show the spread.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from latency.backends import Backend, Run
+from latency.table import Entry
+
+Builder = Callable[[], tuple[nn.Module, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Knobs of the protocol; stored in the table header so tables say how they were made."""
+
+    warmup: int = 10
+    rounds: int = 7
+    repeats: int = 5
+    max_repeats: int = 200
+    window_ms: float = 5.0
+    quantile: float = 0.25
+    reference_every: int = 8
+    speed_correction: bool = True
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        stat = f"q{self.quantile:g} over rounds of window minima"
+        if self.speed_correction:
+            stat += ", speed-corrected by a reference item"
+        return {**asdict(self), "statistic": stat}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Protocol:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Measurement:
+    """Entries per item, plus diagnostics (reference drift = slowest/fastest reference)."""
+
+    entries: dict[str, Entry]
+    reference: str
+    reference_drift: float
+    repeats: dict[str, int] = field(default_factory=dict)
+
+
+def measure(
+    builders: Mapping[str, Builder],
+    backend: Backend,
+    protocol: Protocol,
+    progress: bool = True,
+    desc: str = "measure",
+) -> Measurement:
+    """Measure every item with `protocol` on `backend` (all items live at once)."""
+    if not builders:
+        return Measurement({}, "", 1.0)
+    keys = list(builders)
+    runs: dict[str, Run] = {
+        k: backend.prepare(*builders[k]()) for k in _bar(keys, progress, f"{desc}: prepare")
+    }
+    first: dict[str, float] = {}
+    repeats: dict[str, int] = {}
+    for k in keys:
+        for _ in range(protocol.warmup):
+            runs[k]()
+        first[k] = float(np.median(backend.time_calls(runs[k], 3)))
+        want = math.ceil(protocol.window_ms / max(first[k], 1e-6))
+        repeats[k] = int(min(max(want, protocol.repeats), protocol.max_repeats))
+    # The reference: the item of median speed, representative of the rest.
+    ref = sorted(keys, key=lambda k: first[k])[len(keys) // 2]
+
+    def time_ref() -> float:
+        return min(backend.time_calls(runs[ref], repeats[ref]))
+
+    rng = random.Random(protocol.seed)
+    calls: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    refs: list[float] = []
+    pending: list[tuple[str, np.ndarray, int]] = []  # (key, per-call ms, index of ref before)
+    bar = _bar(range(protocol.rounds * len(keys)), progress, desc)
+    it = iter(bar)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(protocol.rounds):
+            order = keys[:]
+            rng.shuffle(order)
+            for i, k in enumerate(order):
+                if i % max(protocol.reference_every, 1) == 0:
+                    refs.append(time_ref())
+                pending.append(
+                    (k, np.asarray(backend.time_calls(runs[k], repeats[k])), len(refs) - 1)
+                )
+                next(it, None)
+            refs.append(time_ref())
+    finally:
+        if gc_was:
+            gc.enable()
+        if hasattr(bar, "close"):
+            bar.close()
+    best = min(refs)
+    windows: dict[str, list[float]] = {k: [] for k in keys}
+    for k, times, j in pending:
+        # Reference just before and just after the window; min() ignores a spike in one.
+        scale = best / min(refs[j], refs[j + 1]) if protocol.speed_correction else 1.0
+        windows[k].append(float(times.min()) * scale)
+        calls[k].append(times * scale)
+    entries = {}
+    for k in keys:
+        all_calls = np.concatenate(calls[k])
+        entries[k] = Entry(
+            median_ms=float(np.quantile(windows[k], protocol.quantile)),
+            p10_ms=float(np.quantile(all_calls, 0.1)),
+            p90_ms=float(np.quantile(all_calls, 0.9)),
+            n=int(all_calls.size),
+        )
+    return Measurement(entries, ref, max(refs) / best, repeats)
+
+
+def _bar(it: Any, progress: bool, desc: str) -> Any:
+    """tqdm when asked and installed, else the plain iterable."""
+    if not progress:
+        return it
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return it
+    return tqdm(it, desc=desc, leave=False)

@@ -1,0 +1,159 @@
+"""A latency table (LUT): per-op measurements on one device/backend/batch/dtype, as JSON.
+
+The sum of a network's entries predicts the network's latency. A table records how it was
+measured (header) so that a table from another device is never used by mistake, and so a
+missing key can name the exact command that measures it.
+
+>>> t = LatencyTable(TableHeader(device="cpu", backend="torch-cpu", batch=1, dtype="float32"))
+>>> t.add("conv_i3x8x8_o8_k3_e1_s1_r0", Entry(median_ms=0.5, p10_ms=0.4, p90_ms=0.7, n=10))
+>>> t.predict(["conv_i3x8x8_o8_k3_e1_s1_r0"] * 2)
+1.0
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from latency._io import atomic_write_json
+from latency.errors import MissingKeyError, TableError
+from latency.header import TableHeader
+
+__all__ = ["Entry", "LatencyTable", "MissingKeyError", "TableError", "TableHeader"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One op's latency: the protocol's statistic (`median_ms`) and its spread."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    n: int
+
+
+@dataclass
+class LatencyTable:
+    """Header + entries `{key: Entry}`; see the module docstring."""
+
+    header: TableHeader
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, key: str, entry: Entry) -> None:
+        self.entries[str(key)] = entry
+
+    def lookup(self, key: str) -> Entry:
+        """The entry for `key`; MissingKeyError names the key and the profiling command."""
+        try:
+            return self.entries[str(key)]
+        except KeyError:
+            raise MissingKeyError([str(key)], self.header.profile_command) from None
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """Keys not in the table, deduplicated, in first-seen order."""
+        return [k for k in dict.fromkeys(str(k) for k in keys) if k not in self.entries]
+
+    def predict(self, keys: Iterable[str], calibrated: bool = False) -> float:
+        """Sum of the keys' entries (ms), optionally through the header's calibration."""
+        keys = [str(k) for k in keys]
+        if missing := self.missing(keys):
+            raise MissingKeyError(missing, self.header.profile_command)
+        total = sum(self.entries[k].median_ms for k in keys)
+        if not calibrated:
+            return total
+        cal = self.header.calibration
+        if not cal:
+            raise TableError(
+                "predict(calibrated=True) but this table has no calibration; "
+                "run validation with a calibration split first, or use calibrated=False"
+            )
+        return float(cal["a"]) * total + float(cal["b"])
+
+    def merge(self, other: LatencyTable) -> LatencyTable:
+        """A new table with both tables' entries (`other` wins on conflicts).
+
+        Only tables measured the same way may be merged, else the sum would mix devices.
+        """
+        for name in ("backend", "device", "batch", "dtype"):
+            mine, theirs = getattr(self.header, name), getattr(other.header, name)
+            if mine != theirs:
+                raise TableError(
+                    f"cannot merge tables with different {name}: {mine!r} vs {theirs!r}; "
+                    "merge only tables measured on the same device, backend, batch and dtype"
+                )
+        return LatencyTable(self.header.copy(), {**self.entries, **other.entries})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "header": self.header.to_dict(),
+            "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the table as JSON atomically (temp file + rename)."""
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> LatencyTable:
+        if not isinstance(data, dict) or "header" not in data or "entries" not in data:
+            raise TableError(
+                f"{source} is not a latency table: expected a JSON object with 'header' and "
+                "'entries'; re-create it with the profile command"
+            )
+        header = TableHeader.from_dict(data["header"], source)
+        entries: dict[str, Entry] = {}
+        need = [f.name for f in fields(Entry)]
+        for key, value in data["entries"].items():
+            if not isinstance(value, dict) or any(n not in value for n in need):
+                raise TableError(
+                    f"{source}: entry {key!r} must have fields {need}, got {value!r}; "
+                    "delete the entry and re-run the profile command to re-measure it"
+                )
+            entries[key] = Entry(*(value[n] for n in need))
+        return cls(header, entries)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        expect_backend: str | None = None,
+        expect_device: str | None = None,
+        force: bool = False,
+    ) -> LatencyTable:
+        """Load a table; refuse one from another backend/device unless `force`."""
+        path = Path(path)
+        if not path.is_file():
+            raise TableError(
+                f"latency table {str(path)!r} not found; build it with the profile command "
+                "(e.g. `proxyless-profile`) or point to an existing table file"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise TableError(
+                f"latency table {str(path)!r} is not valid JSON ({e}); "
+                "restore it or delete it and re-run the profile command"
+            ) from None
+        table = cls.from_dict(data, str(path))
+        h = table.header
+        for what, want, have in (
+            ("backend", expect_backend, h.backend),
+            ("device", expect_device, h.device),
+        ):
+            if want is not None and want != have and not force:
+                raise TableError(
+                    f"latency table {str(path)!r} was measured with {what} {have!r}, but "
+                    f"{want!r} was requested; profile the requested {what} into a new table, "
+                    "or pass force=True to use this table anyway"
+                )
+        return table

@@ -1,0 +1,79 @@
+"""Mobile path round trip: bundle -> standalone runner (subprocess) -> results -> table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from latency.bundle import import_results, write_bundle
+from latency.table import LatencyTable, TableError
+
+RUNNER = Path(__file__).resolve().parents[2] / "scripts" / "latency_runner.py"
+FAST = [
+    "--warmup",
+    "2",
+    "--rounds",
+    "3",
+    "--repeats",
+    "3",
+    "--max-repeats",
+    "20",
+    "--window-ms",
+    "0.2",
+]
+
+
+def run_runner(bundle: Path, out: Path, *extra: str) -> str:
+    # No PYTHONPATH: the runner must work without the latency package.
+    proc = subprocess.run(
+        [sys.executable, str(RUNNER), str(bundle), "--out", str(out), *FAST, *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_runner_imports_no_torch() -> None:
+    src = RUNNER.read_text()
+    assert "import torch" not in src and "from latency" not in src and "import latency" not in src
+
+
+def test_bundle_round_trip(items, tmp_path) -> None:
+    manifest = write_bundle(items, tmp_path / "bundle", batch=1, dtype="float32")
+    data = json.loads(manifest.read_text())
+    assert [it["key"] for it in data["items"]] == list(items)
+    assert all((tmp_path / "bundle" / it["file"]).is_file() for it in data["items"])
+    assert data["items"][0]["input_shape"][0] == 1 and data["dtype"] == "float32"
+
+    out = tmp_path / "results.json"
+    run_runner(tmp_path / "bundle", out, "--chunk", "2")
+    table = import_results(out, {"device": "test-phone", "profile_command": "run it"})
+    assert set(table.entries) == set(items)
+    assert table.header.device == "test-phone" and table.header.backend == "ort-mobile"
+    assert table.header.batch == 1 and table.header.threads == 1
+    assert "onnxruntime" in table.header.versions
+    assert all(e.median_ms > 0 and e.n > 0 for e in table.entries.values())
+    back = LatencyTable.load(table.save(tmp_path / "t.json"), expect_device="test-phone")
+    assert back.entries == table.entries
+
+    # resumable: a second run measures nothing new and keeps the numbers
+    assert "resuming: 3 keys" in run_runner(tmp_path / "bundle", out)
+    assert import_results(out).entries == import_results(out, {}).entries
+
+
+def test_bundle_checks(items, tmp_path) -> None:
+    with pytest.raises(TableError, match="batch"):
+        write_bundle(items, tmp_path / "b", batch=4)
+    bad = tmp_path / "r.json"
+    bad.write_text("{}")
+    with pytest.raises(TableError, match="not a latency_runner results"):
+        import_results(bad)
+    with pytest.raises(TableError, match="cannot read"):
+        import_results(tmp_path / "missing.json")

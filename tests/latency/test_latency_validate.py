@@ -1,0 +1,135 @@
+"""Validation: metrics on hand-made numbers, calibration never scored on its fit set,
+and one real end-to-end run writing JSON + PNG."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from torch import nn
+
+from latency.metrics import fit_linear, metrics
+from latency.profile import profile
+from latency.table import Entry, LatencyTable, TableHeader
+from latency.validate import Network, split_for_calibration, validate
+
+MEASURED = {"n1": 1.05, "n2": 2.2, "n3": 4.0, "n4": 5.0}
+
+
+class FakeBackend:
+    name = "torch-cpu"
+
+
+def fake_measure(factor: list[float]):
+    """First call returns MEASURED, the second MEASURED × 1.1 (a noisy repeat)."""
+
+    def measure(builders, backend, protocol, progress=True):
+        f = factor.pop(0)
+        return {k: Entry(MEASURED[k] * f, 0.0, 0.0, 1) for k in builders}
+
+    return measure
+
+
+def hand_table() -> LatencyTable:
+    t = LatencyTable(TableHeader("cpu", "torch-cpu", 1, "float32"))
+    for k, v in {"k1": 1.0, "k2": 2.0, "k3": 3.0}.items():
+        t.add(k, Entry(v, v, v, 1))
+    return t
+
+
+NETS = [
+    Network("n1", None, ["k1"]),
+    Network("n2", None, ["k2"]),
+    Network("n3", None, ["k1", "k2"]),
+    Network("n4", None, ["k3", "k3"]),
+]
+
+
+def test_metrics_hand_computed() -> None:
+    m = metrics([1.0, 2.0, 3.0, 6.0], [1.05, 2.2, 4.0, 5.0])
+    assert m["n"] == 4 and m["within_10pct"] == 0.5 and m["within_5pct"] == 0.25
+    assert m["spearman"] == pytest.approx(1.0)
+    assert m["mape"] == pytest.approx(100 * (0.05 / 1.05 + 0.2 / 2.2 + 1 / 4 + 1 / 5) / 4)
+    assert metrics([1.0, 2.0], [2.0, 1.0])["spearman"] == pytest.approx(-1.0)
+    assert fit_linear([1.0, 6.0], [1.05, 5.0]) == pytest.approx((0.79, 0.26))
+    assert fit_linear([2.0], [3.0]) == pytest.approx((1.5, 0.0))
+
+
+def test_validate_with_calibration_and_noise_floor(tmp_path) -> None:
+    table = hand_table()
+    s = validate(
+        table,
+        NETS,
+        FakeBackend(),
+        calibrate_on=["n1", "n4"],
+        out_dir=tmp_path,
+        measure=fake_measure([1.0, 1.1]),
+        progress=False,
+    )
+    assert (s["n"], s["within_10pct"], s["within_5pct"]) == (4, 0.5, 0.25)
+    nf = s["noise_floor"]
+    assert (nf["within_10pct"], nf["within_5pct"], nf["spearman"]) == (1.0, 0.0, 1.0)
+    assert nf["mape"] == pytest.approx(100 * 0.1 / 1.1)
+    cal = s["calibrated"]
+    assert cal["fit_on"] == ["n1", "n4"] and cal["scored_on"] == ["n2", "n3"] and cal["n"] == 2
+    a, b = 0.79, 0.26
+    want = 100 * (abs(a * 2 + b - 2.2) / 2.2 + abs(a * 3 + b - 4.0) / 4.0) / 2
+    assert cal["mape"] == pytest.approx(want)
+    assert cal["raw_same_networks"]["mape"] == pytest.approx(100 * (0.2 / 2.2 + 0.25) / 2)
+    assert table.header.calibration["a"] == pytest.approx(a)
+    assert table.predict(["k2"], calibrated=True) == pytest.approx(a * 2 + b)
+    saved = json.loads((tmp_path / "validation.json").read_text())
+    assert saved["calibrated"]["scored_on"] == ["n2", "n3"]
+    assert (tmp_path / "validation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_calibration_split_is_disjoint(seed) -> None:
+    names = [f"n{i}" for i in range(7)]
+    fit = split_for_calibration(names, 0.4, seed)
+    assert len(fit) == 3 and set(fit) < set(names)
+    s = validate(
+        hand_table(),
+        NETS,
+        FakeBackend(),
+        calibrate_on=0.5,
+        seed=seed,
+        noise_floor=False,
+        measure=fake_measure([1.0]),
+        progress=False,
+    )
+    c = s["calibrated"]
+    assert not set(c["fit_on"]) & set(c["scored_on"])
+    assert set(c["fit_on"]) | set(c["scored_on"]) == set(MEASURED)
+    with pytest.raises(ValueError, match="leave some"):
+        validate(
+            hand_table(),
+            NETS,
+            FakeBackend(),
+            calibrate_on=list(MEASURED),
+            noise_floor=False,
+            measure=fake_measure([1.0]),
+            progress=False,
+        )
+
+
+def test_validate_end_to_end_torch_cpu(items, fast, make_conv, tmp_path) -> None:
+    (k1, b1), (k2, b2), (k3, b3) = make_conv(2, 4), make_conv(4, 8), make_conv(8, 8)
+    table = profile({k1: b1, k2: b2, k3: b3}, "torch-cpu", protocol=fast, progress=False)
+
+    def chain(*builders):
+        def build():
+            mods = [b()[0] for b in builders]
+            return nn.Sequential(*mods), builders[0]()[1]
+
+        return build
+
+    nets = [
+        Network("a", chain(b1, b2), [k1, k2]),
+        Network("b", chain(b1, b2, b3), [k1, k2, k3]),
+        Network("c", chain(b1, b2, b3, b3), [k1, k2, k3, k3]),
+    ]
+    s = validate(table, nets, "torch-cpu", calibrate_on=["a"], out_dir=tmp_path, progress=False)
+    assert s["n"] == 3 and 0 <= s["within_10pct"] <= 1 and s["noise_floor"]["n"] == 3
+    assert s["calibrated"]["scored_on"] == ["b", "c"]
+    assert (tmp_path / "validation.png").is_file() and (tmp_path / "validation.json").is_file()
