@@ -34,8 +34,12 @@ def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    _write_atomic(path, lambda f: f.write(data))
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    _write_atomic(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -83,9 +87,9 @@ def run_info() -> dict[str, Any]:
 
     return {
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "timm": str(timm.__version__),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "platform": platform.platform(),
         "git_revision": git_revision(),

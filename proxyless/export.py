@@ -1,0 +1,366 @@
+"""Export a trained (or randomly initialised) arch to ONNX, check it, and time it.
+
+Steps: load the network (train checkpoint, or an arch.json alone with random weights for
+latency checks); write `model.onnx` atomically; `onnx.checker`; compare onnxruntime's
+output with torch's on a random input (fp32, CPU, max abs diff <= `parity_tol`); measure
+the median latency in onnxruntime and in torch (batch 1 by default); and, given a latency
+table, put the table's prediction beside the measurements. Writes `export.json`.
+
+>>> result = export(ExportConfig(arch="arch.json", out_dir="exp"))  # doctest: +SKIP
+>>> result["parity"]["max_abs_diff"] <= 1e-4  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .arch import Arch
+from .io import load_checkpoint, run_info, write_bytes_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx",)
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+class ExportError(RuntimeError):
+    """Export failed or the exported model is wrong; the message says what to do."""
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str | None = None  # a train checkpoint (last.pt / best.pt)
+    arch: str | None = None  # or an arch.json alone: random weights, for latency checks
+    weights: str = "auto"  # auto (EMA if the run kept one) | model | ema
+    format: str = "onnx"
+    out_dir: str | None = None  # None: the checkpoint's folder, or beside the arch file
+    name: str = "model.onnx"
+    batch: int = 1
+    image_size: int | None = None  # None: the arch's input size
+    opset: int = 17
+    dynamic_batch: bool = False
+    parity_tol: float = 1e-4
+    warmup: int = 10
+    repeats: int = 50
+    threads: int | None = None  # None: the table's threads if a table is given, else 1
+    device: str = "cpu"  # torch timing device: cpu | cuda | auto (ORT follows it)
+    table: str | None = None  # a latency table (JSON) to put its prediction beside
+    force_table: bool = False  # use a table measured on another backend/device
+    seed: int = 0
+
+
+# --- loading ------------------------------------------------------------------------------------
+def load_network(cfg: ExportConfig) -> tuple[Arch, nn.Module, dict[str, Any]]:
+    """(arch, model in eval mode on CPU, where the weights came from)."""
+    if (cfg.checkpoint is None) == (cfg.arch is None):
+        raise ExportError(
+            "give exactly one of checkpoint=<train checkpoint> or arch=<arch.json> "
+            "(the latter exports random weights, for latency checks)"
+        )
+    if cfg.arch is not None:
+        arch = Arch.load(cfg.arch)
+        torch.manual_seed(cfg.seed)
+        model = calibrate_bn(arch.build(), arch.space.in_channels, arch.space.input_size)
+        return arch, model.eval(), {"weights": "random", "arch": cfg.arch}
+    if str(cfg.checkpoint).endswith(".json"):
+        raise ExportError(
+            f"checkpoint={cfg.checkpoint} looks like an arch file; pass it as arch=<arch.json> "
+            "(random weights) or give a train checkpoint (last.pt / best.pt)"
+        )
+    from .train import TRAIN_KIND  # lazily: train pulls in the data stack (torchvision)
+
+    state = load_checkpoint(cfg.checkpoint, kind=TRAIN_KIND)  # type: ignore[arg-type]
+    arch = Arch.from_dict(state["arch"])
+    model = arch.build()
+    which = cfg.weights
+    if which not in ("auto", "model", "ema"):
+        raise ExportError(f"weights={which!r}: use auto, model or ema")
+    if which == "auto":
+        which = "ema" if state.get("ema") is not None else "model"
+    if which == "ema":
+        if state.get("ema") is None:
+            raise ExportError(
+                f"{cfg.checkpoint} holds no EMA weights (the run had ema.enabled=false); "
+                "use weights=model"
+            )
+        prefix = "module."
+        weights = {k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)}
+    else:
+        weights = state["model"]
+    model.load_state_dict(weights)
+    source = {
+        "weights": which,
+        "checkpoint": cfg.checkpoint,
+        "epoch": state["epoch"],
+        "step": state["step"],
+        "best": state["best"],
+    }
+    return arch, model.eval(), source
+
+
+@torch.no_grad()
+def calibrate_bn(model: nn.Module, channels: int, size: int, batches: int = 2) -> nn.Module:
+    """Set BN running stats from random batches so random weights give input-dependent
+    outputs: with default stats (mean 0, var 1) activations of a random net fade and every
+    input gives the same logits, which would make the parity check vacuous."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for _ in range(batches):
+        model(torch.randn(8, channels, size, size))
+    for bn in bns:
+        bn.momentum = 0.1
+    return model.eval()
+
+
+# --- ONNX ---------------------------------------------------------------------------------------
+def to_onnx(model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: bool) -> bytes:
+    """ONNX bytes via the TorchScript exporter (`dynamo=False`, still supported in 2.14).
+
+    It is fast and needs no onnxscript; the dynamo exporter is the fallback if it fails.
+    """
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation warning
+        try:
+            torch.onnx.export(
+                model,
+                (example,),
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=axes,
+            )
+            return buf.getvalue()
+        except Exception as legacy_error:  # pragma: no cover - legacy exporter removed
+            log.warning("dynamo=False export failed (%s); trying the dynamo exporter", legacy_error)
+            shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                opset_version=max(opset, 18),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=shapes,
+            )
+            return program.model_proto.SerializeToString()
+
+
+def check_onnx(data: bytes) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    except Exception as e:
+        raise ExportError(f"the exported ONNX model fails onnx.checker: {e}") from e
+
+
+def ort_session(data: bytes, threads: int, cuda: bool = False) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(data, sess_options=opts, providers=providers)
+
+
+def parity(model: nn.Module, data: bytes, inputs: list[torch.Tensor], tol: float) -> dict:
+    """Max abs diff between torch (fp32, CPU) and onnxruntime (CPU) on random inputs."""
+    sess = ort_session(data, threads=1)
+    worst = 0.0
+    for x in inputs:
+        with torch.no_grad():
+            want = model(x).numpy()
+        got = sess.run(None, {INPUT_NAME: x.numpy()})[0]
+        if got.shape != want.shape:
+            raise ExportError(f"ONNX output shape {got.shape} != torch output shape {want.shape}")
+        worst = max(worst, float(np.abs(got - want).max()))
+    result = {"max_abs_diff": worst, "tol": tol, "batches": [len(x) for x in inputs]}
+    if not worst <= tol:  # also catches NaN
+        raise ExportError(
+            f"onnxruntime and torch outputs differ by {worst:.3g} > parity_tol={tol:g}; the "
+            "export is wrong for this model: try another opset (opset=18), or report the arch"
+        )
+    return result
+
+
+# --- latency ------------------------------------------------------------------------------------
+def time_calls(run: Callable[[], object], warmup: int, repeats: int, sync: Callable = lambda: None):
+    """Median and spread (ms) of `repeats` timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    q = np.quantile(times, [0.1, 0.9])
+    return {
+        "median_ms": statistics.median(times),
+        "p10_ms": float(q[0]),
+        "p90_ms": float(q[1]),
+        "n": repeats,
+    }
+
+
+def measure(
+    model: nn.Module, data: bytes, x: torch.Tensor, cfg: ExportConfig, threads: int
+) -> dict[str, Any]:
+    from .train import resolve_device
+
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    sess = ort_session(data, threads, cuda=cuda)
+    feed = {INPUT_NAME: x.numpy()}
+    ort_stats = time_calls(lambda: sess.run(None, feed), cfg.warmup, cfg.repeats)
+    ort_stats["provider"] = sess.get_providers()[0]
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        net, xd = model.to(device), x.to(device)
+        sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+
+        def run() -> object:
+            with torch.inference_mode():
+                return net(xd)
+
+        torch_stats = time_calls(run, cfg.warmup, cfg.repeats, sync)
+        torch_stats["device"] = str(device)
+    finally:
+        torch.set_num_threads(previous)
+        model.cpu()
+    return {"threads": threads, "ort": ort_stats, "torch": torch_stats}
+
+
+def table_prediction(arch: Arch, table_path: str, force: bool, batch: int) -> dict[str, Any]:
+    """The latency table's prediction for `arch` (sum of its keys' entries).
+
+    The keys of an arch come from `proxyless.latency_bridge.arch_keys`, the one place that
+    knows both the arch format and the table's key format.
+    """
+    from latency import LatencyTable
+
+    try:
+        from .latency_bridge import arch_keys
+    except ImportError as e:
+        raise ExportError(
+            "table= needs proxyless.latency_bridge.arch_keys, which this installation lacks; "
+            "export without table="
+        ) from e
+    table = LatencyTable.load(table_path, force=force)
+    h = table.header
+    if h.batch != batch and not force:
+        raise ExportError(
+            f"latency table {table_path} was measured at batch {h.batch}, the export at batch "
+            f"{batch}: pass batch={h.batch}, or force_table=true to compare anyway"
+        )
+    return {
+        "path": table_path,
+        "backend": h.backend,
+        "device": h.device,
+        "batch": h.batch,
+        "threads": h.threads,
+        "predicted_ms": table.predict(arch_keys(arch)),
+    }
+
+
+# --- the command --------------------------------------------------------------------------------
+def export(cfg: ExportConfig) -> dict[str, Any]:
+    """Export, check, time; returns the report also written to `out_dir/export.json`."""
+    if cfg.format not in FORMATS:
+        raise ExportError(f"format={cfg.format!r} is not supported; use one of {FORMATS}")
+    if cfg.batch < 1:
+        raise ExportError(f"batch={cfg.batch} must be >= 1")
+    arch, model, source = load_network(cfg)
+    anchor = Path(cfg.checkpoint or cfg.arch or ".")  # load_network checked one is set
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else anchor.parent
+    onnx_path = out_dir / cfg.name
+
+    size = cfg.image_size or arch.space.input_size
+    shape = (cfg.batch, arch.space.in_channels, size, size)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    example = torch.randn(shape, generator=gen)
+
+    data = to_onnx(model, example, cfg.opset, cfg.dynamic_batch)
+    check_onnx(data)
+    inputs = [example]
+    if cfg.dynamic_batch:
+        inputs.append(torch.randn((cfg.batch + 1, *shape[1:]), generator=gen))
+    parity_result = parity(model, data, inputs, cfg.parity_tol)
+    write_bytes_atomic(onnx_path, data)
+
+    table = None
+    threads = cfg.threads
+    if cfg.table is not None:
+        table = table_prediction(arch, cfg.table, cfg.force_table, cfg.batch)
+        threads = threads or table["threads"]
+    latency = measure(model, data, example, cfg, threads or 1)
+
+    report = {
+        "onnx": str(onnx_path),
+        "onnx_bytes": len(data),
+        "opset": cfg.opset,
+        "input_shape": list(shape),
+        "dynamic_batch": cfg.dynamic_batch,
+        "arch": arch.block_strings(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "source": source,
+        "parity": parity_result,
+        "latency": latency,
+        "table": table,
+        "config": asdict(cfg),
+        "run_info": run_info(),
+    }
+    write_json_atomic(out_dir / "export.json", report)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A small table: where the ms come from, side by side."""
+    lat = report["latency"]
+    rows = [
+        ("onnxruntime", lat["ort"]["provider"], lat["ort"]),
+        ("torch", lat["torch"]["device"], lat["torch"]),
+    ]
+    lines = [
+        f"{report['onnx']}  ({report['onnx_bytes'] / 1e6:.2f} MB, opset {report['opset']}, "
+        f"input {'x'.join(map(str, report['input_shape']))}, {lat['threads']} thread(s))",
+        f"parity: max |onnx - torch| = {report['parity']['max_abs_diff']:.2e} "
+        f"(tol {report['parity']['tol']:g})",
+        f"{'runtime':<14}{'where':<24}{'median ms':>10}{'p10':>9}{'p90':>9}",
+    ]
+    for name, where, s in rows:
+        lines.append(
+            f"{name:<14}{where:<24}{s['median_ms']:>10.3f}{s['p10_ms']:>9.3f}{s['p90_ms']:>9.3f}"
+        )
+    if report["table"] is not None:
+        t = report["table"]
+        where = f"{t['backend']} ({t['device']})"[:23]
+        lines.append(f"{'table':<14}{where:<24}{t['predicted_ms']:>10.3f}{'':>9}{'':>9}")
+    return "\n".join(lines)
