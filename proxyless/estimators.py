@@ -122,6 +122,9 @@ class _BinaryGate(torch.autograd.Function):
         out = x + y_active if layer.residual else y_active.clone()
         ctx.save_for_backward(alpha, x, out)
         ctx.layer, ctx.members, ctx.probs_fn, ctx.est = layer, members, probs_fn, est
+        # backward runs outside autocast; re-enter the forward's state for the re-runs
+        dt = x.device.type
+        ctx.amp = (dt, torch.is_autocast_enabled(dt), torch.get_autocast_dtype(dt))
         return out
 
     @staticmethod
@@ -129,9 +132,11 @@ class _BinaryGate(torch.autograd.Function):
         alpha, x, out = ctx.saved_tensors
         layer: MixedLayer = ctx.layer
         y_active = None if layer.is_zero(layer.active) else (out - x if layer.residual else out)
-        dg = gate_inner_products(
-            layer, x, grad, y_active, ctx.members, ctx.est.batch_fraction, ctx.est.generator
-        )
+        device_type, enabled, dtype = ctx.amp
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            dg = gate_inner_products(
+                layer, x, grad, y_active, ctx.members, ctx.est.batch_fraction, ctx.est.generator
+            )
         p = ctx.probs_fn(alpha)  # probabilities over `members`
         d_members = p * (dg - (dg * p).sum())
         d_alpha = torch.zeros_like(alpha)
