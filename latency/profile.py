@@ -113,8 +113,13 @@ def measure_networks(
     backend: Backend | str,
     protocol: Protocol | None = None,
     progress: bool = True,
+    prepared: dict | None = None,
 ) -> dict[str, Entry]:
-    """End-to-end latency of whole networks, with the same protocol as the table's ops."""
+    """End-to-end latency of whole networks, with the same protocol as the table's ops.
+
+    `prepared`: see `latency.protocol.measure` (re-measuring without re-exporting)."""
     backend = get_backend(backend) if isinstance(backend, str) else backend
-    got = measure(networks, backend, protocol or Protocol(), progress, desc="networks")
+    got = measure(
+        networks, backend, protocol or Protocol(), progress, desc="networks", prepared=prepared
+    )
     return got.entries

@@ -73,14 +73,24 @@ def measure(
     protocol: Protocol,
     progress: bool = True,
     desc: str = "measure",
+    prepared: dict[str, Run] | None = None,
 ) -> Measurement:
-    """Measure every item with `protocol` on `backend` (all items live at once)."""
+    """Measure every item with `protocol` on `backend` (all items live at once).
+
+    `prepared`, a dict owned by the caller, caches the prepared runs by key: measuring the
+    same items again with it skips building and preparing them (an ONNX export per network).
+    """
     if not builders:
         return Measurement({}, "", 1.0)
     keys = list(builders)
-    runs: dict[str, Run] = {
-        k: backend.prepare(*builders[k]()) for k in _bar(keys, progress, f"{desc}: prepare")
-    }
+    runs: dict[str, Run] = {}
+    for k in _bar(keys, progress, f"{desc}: prepare"):
+        if prepared is not None and k in prepared:
+            runs[k] = prepared[k]
+            continue
+        runs[k] = backend.prepare(*builders[k]())
+        if prepared is not None:
+            prepared[k] = runs[k]
     first: dict[str, float] = {}
     repeats: dict[str, int] = {}
     for k in keys:

@@ -1,0 +1,185 @@
+"""`proxyless-validate`: does a latency table predict whole networks? (thin Hydra app)
+
+    proxyless-validate space=imagenet table=tables/imagenet_ort-cpu.json n_archs=300 calibrate=0.1
+
+Samples `n_archs` architectures, predicts each with the table (sum of its keys), measures
+each whole network on the table's backend with the table's protocol (twice, for the noise
+floor), fits `measured ≈ a·sum + b` on a `calibrate` fraction and scores it on the others.
+Writes validation.json + validation.png into the run directory, saves the calibration into
+the table header (atomically) and prints the figures.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from latency.errors import MissingKeyError, TableError
+from proxyless.cli.profile import (
+    CLIError,
+    check_space_arg,
+    config_dir,
+    exit_on_user_error,
+    hydra_command,
+    make_backend,
+    make_protocol,
+    make_space,
+    protocol_overrides,
+    space_option_cmd,
+)
+
+PROG = "proxyless-validate"
+
+
+def load_table(cfg: DictConfig) -> tuple[Any, Any]:
+    """(table, backend): the table, checked against the backend/device/threads asked for."""
+    from latency.table import LatencyTable
+
+    path = Path(cfg.table)
+    if not path.is_file():
+        raise CLIError(
+            f"latency table {str(path)!r} not found; build it first: proxyless-profile "
+            f"{space_option_cmd(cfg)} backend=<backend> out={path}"
+        )
+    table = LatencyTable.load(path)
+    h = table.header
+    name = cfg.backend or h.backend
+    if name == "ort-mobile" and not cfg.backend:
+        raise CLIError(
+            f"{path} was measured on a device ({h.device!r}) with latency_runner.py; whole "
+            "networks cannot be measured from here: validate on that device, or pass backend="
+        )
+    threads = int(cfg.threads or h.threads)
+    backend = make_backend(name, threads)
+    # Refuses another backend/device unless force (the message names both).
+    table = LatencyTable.load(path, name, backend.device_name(), force=bool(cfg.force))
+    if threads != h.threads and not cfg.force:
+        raise TableError(
+            f"latency table {str(path)!r} was measured with {h.threads} thread(s), "
+            f"threads={threads} was requested; use the table's thread count or force=true"
+        )
+    return table, backend
+
+
+def remeasure_command(cfg: DictConfig, table: Any) -> str:
+    """The table's own profile command if it profiles this space, else one that does."""
+    h, wanted = table.header, space_option_cmd(cfg).split()
+    if h.profile_command and all(w in h.profile_command.split() for w in wanted):
+        return h.profile_command
+    return (
+        f"proxyless-profile {' '.join(wanted)} backend={h.backend} threads={h.threads} "
+        f"batch={h.batch} out={cfg.table}"
+    )
+
+
+def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, Any]:
+    """The whole app on a composed config; returns the summary (also written to out_dir)."""
+    from latency._io import atomic_write_json
+    from latency.table import LatencyTable
+    from latency.validate import validate
+    from proxyless.latency_bridge import arch_network, sample_archs
+
+    if not 0.0 <= float(cfg.calibrate) < 1.0:
+        raise CLIError(f"calibrate must be a fraction in [0, 1), got {cfg.calibrate}")
+    if int(cfg.n_archs) < 2:
+        raise CLIError(f"n_archs must be >= 2, got {cfg.n_archs}")
+    space = make_space(cfg)
+    table, backend = load_table(cfg)
+    protocol = make_protocol(protocol_overrides(cfg.protocol), table.header.protocol)
+    archs = sample_archs(space, int(cfg.n_archs), seed=int(cfg.seed))
+    nets = [arch_network(a, f"arch{i:04d}", table.header.batch) for i, a in enumerate(archs)]
+    if missing := table.missing(k for n in nets for k in n.keys):
+        raise MissingKeyError(missing, remeasure_command(cfg, table))
+    print(
+        f"{PROG}: {len(nets)} {cfg.space.name} networks (batch {table.header.batch}) on "
+        f"{backend.name} ({backend.threads} thread(s)) against {cfg.table}",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    summary = validate(
+        table,
+        nets,
+        backend,
+        protocol,
+        calibrate_on=float(cfg.calibrate),
+        noise_floor=bool(cfg.noise_floor),
+        out_dir=out_dir,
+        force=bool(cfg.force),
+        progress=cfg.progress if cfg.progress is not None else False,
+        seed=int(cfg.seed),
+    )
+    secs = time.perf_counter() - t0
+    summary = {
+        **{k: v for k, v in summary.items() if k != "networks"},
+        "space": cfg.space.name,
+        "table": str(cfg.table),
+        "threads": backend.threads,
+        "batch": table.header.batch,
+        "protocol": (protocol or _default_protocol()).to_dict(),
+        "seconds": round(secs, 1),
+        "command": command,
+        "networks": summary["networks"],
+    }
+    atomic_write_json(Path(out_dir) / "validation.json", summary)
+    saved = False
+    if cfg.save_calibration and table.header.calibration and "calibrated" in summary:
+        # Re-read so that keys profiled meanwhile are kept; save() is atomic.
+        fresh = LatencyTable.load(cfg.table, force=True)
+        fresh.header.calibration = {
+            **table.header.calibration,
+            "validation": str(Path(out_dir) / "validation.json"),
+        }
+        fresh.save(cfg.table)
+        saved = True
+    report(summary, out_dir, saved)
+    return summary
+
+
+def _default_protocol() -> Any:
+    from latency.protocol import Protocol
+
+    return Protocol()
+
+
+def _line(name: str, m: dict[str, Any]) -> str:
+    return (
+        f"  {name:<12s} n={m['n']:<4d} within ±10%: {100 * m['within_10pct']:5.1f}%   "
+        f"within ±5%: {100 * m['within_5pct']:5.1f}%   Spearman {m['spearman']:.3f}   "
+        f"MAPE {m['mape']:.2f}%"
+    )
+
+
+def report(summary: dict[str, Any], out_dir: str | Path, saved: bool) -> None:
+    print(f"{PROG}: {summary['backend']} on {summary['device']} ({summary['seconds']} s)")
+    print(_line("raw sum", summary))
+    if cal := summary.get("calibrated"):
+        print(_line("raw, scored", cal["raw_same_networks"]))
+        print(_line("calibrated", cal) + f"   (a={cal['a']:.4f}, b={cal['b']:.3f} ms)")
+    if noise := summary.get("noise_floor"):
+        print(_line("noise floor", noise) + "   (same networks measured twice)")
+    out = Path(out_dir)
+    print(f"  summary: {out / 'validation.json'}  plot: {out / 'validation.png'}")
+    if saved:
+        print(f"  calibration saved into {summary['table']}")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="validate")
+@exit_on_user_error
+def _hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    run(cfg, HydraConfig.get().runtime.output_dir, hydra_command(PROG))
+
+
+def main() -> None:
+    check_space_arg(sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
