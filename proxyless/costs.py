@@ -1,0 +1,217 @@
+"""Per-candidate costs of a search space: latency from a table (LUT), profiled on demand, or
+FLOPs / parameter counts (fvcore) as stand-ins. The supernet takes them via `set_costs`.
+
+Every cost is split as the search needs it: a `fixed` part (stem, first block, head and
+classifier: paid by every arch) plus one cost per candidate of every searchable layer
+(Zero costs 0). Keys and per-key modules come from `proxyless.latency_bridge`, so the
+profiled table, the table lookup and the FLOPs count all see the same ops.
+
+>>> from proxyless.space import get_space
+>>> costs = layer_costs(get_space("tiny"), CostConfig(kind="params"))
+>>> costs.unit, len(costs.per_layer)
+('Kparams', 6)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from latency.errors import MissingKeyError, TableError
+from latency.keys import OpKey
+from latency.table import LatencyTable
+
+from . import latency_bridge as bridge
+from .space import SearchSpace
+
+COST_KINDS = ("lut", "profile", "flops", "params")
+# Unit → factor from the base unit of its kind (ms, MFLOPs, Kparams). mul_log needs T > 1,
+# so tiny spaces use the small units (us, KFLOPs).
+UNITS = {
+    "lut": {"ms": 1.0, "us": 1e3},
+    "profile": {"ms": 1.0, "us": 1e3},
+    "flops": {"MFLOPs": 1.0, "KFLOPs": 1e3, "GFLOPs": 1e-3},
+    "params": {"Kparams": 1.0, "Mparams": 1e-3},
+}
+
+
+class CostError(ValueError):
+    """Costs cannot be computed as configured; the message says how to fix it."""
+
+
+@dataclass
+class CostConfig:
+    """Where candidate costs come from (`hardware=` in the CLI) and the target, in its unit.
+
+    lut: `table` is a latency-table JSON; `backend`/`device` (optional) must match its header
+    unless `force`. profile: measure a table with `backend` on this machine, cached under
+    `cache_dir` (only missing keys are measured). flops/params: fvcore on each op's input.
+    """
+
+    kind: str = "flops"
+    target: float | None = None
+    target_frac: float | None = None  # target = min + frac·(max − min) when `target` is None
+    table: str | None = None
+    backend: str | None = None
+    device: str | None = None
+    force: bool = False
+    batch: int = 1
+    threads: int = 1
+    cache_dir: str = "~/.cache/proxyless/latency"
+    unit: str | None = None  # None: the kind's base unit (ms, MFLOPs, Kparams)
+
+    def __post_init__(self) -> None:
+        if self.kind not in COST_KINDS:
+            raise CostError(f"unknown hardware kind {self.kind!r}; choose one of {COST_KINDS}")
+        if self.unit is None:
+            self.unit = next(iter(UNITS[self.kind]))
+        if self.unit not in UNITS[self.kind]:
+            raise CostError(
+                f"hardware.unit={self.unit!r} is not a unit of {self.kind!r}; "
+                f"choose one of {list(UNITS[self.kind])}"
+            )
+        if self.target is not None and self.target <= 0:
+            raise CostError(f"hardware.target must be positive, got {self.target}")
+        if self.target_frac is not None and not 0.0 <= self.target_frac <= 1.0:
+            raise CostError(f"hardware.target_frac={self.target_frac} must be in [0, 1]")
+
+    @property
+    def scale(self) -> float:
+        return UNITS[self.kind][self.unit]  # type: ignore[index]
+
+
+@dataclass
+class SpaceCosts:
+    """Costs of every candidate (per_layer[l][j]) plus the fixed part, in `unit`."""
+
+    per_layer: list[list[float]]
+    fixed: float
+    unit: str
+    source: str = ""
+
+    def min_cost(self) -> float:
+        return self.fixed + sum(min(c) for c in self.per_layer)
+
+    def max_cost(self) -> float:
+        return self.fixed + sum(max(c) for c in self.per_layer)
+
+    def min_indices(self) -> list[int]:
+        return [min(range(len(c)), key=c.__getitem__) for c in self.per_layer]
+
+    def scaled(self, factor: float, unit: str) -> SpaceCosts:
+        per_layer = [[c * factor for c in row] for row in self.per_layer]
+        return SpaceCosts(per_layer, self.fixed * factor, unit, self.source)
+
+    def cost_of(self, indices: list[int]) -> float:
+        return self.fixed + sum(c[i] for c, i in zip(self.per_layer, indices, strict=True))
+
+    def resolve_target(self, cfg: CostConfig) -> float | None:
+        """The target in `unit`: `cfg.target`, else interpolated by `cfg.target_frac` between
+        the cheapest and the most expensive arch (portable across machines), else None."""
+        target = cfg.target
+        if target is None and cfg.target_frac is not None:
+            target = self.min_cost() + cfg.target_frac * (self.max_cost() - self.min_cost())
+        self.check_target(target)
+        return target
+
+    def check_target(self, target: float | None) -> None:
+        """A target below the cheapest arch can never be met: refuse it, naming the minimum."""
+        if target is not None and target < self.min_cost():
+            raise CostError(
+                f"hardware.target={target:g} {self.unit} is below the minimum cost of this "
+                f"space, {self.min_cost():.4g} {self.unit} (every layer at its cheapest op, "
+                f"fixed part {self.fixed:.4g}); raise the target to at least that"
+            )
+
+
+# --- cost sources ----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def _fvcore_cached(space_json: str, kind: str) -> SpaceCosts:
+    return _fvcore_costs(SearchSpace.from_dict(json.loads(space_json)), kind)
+
+
+def _fvcore_costs(space: SearchSpace, kind: str) -> SpaceCosts:
+    from latency.costs import flops, params
+
+    def measure(key: OpKey | None) -> float:
+        if key is None:  # Zero
+            return 0.0
+        module, x = bridge.key_builder(key, 1)()
+        return flops(module, x) / 1e6 if kind == "flops" else params(module) / 1e3
+
+    fixed = sum(measure(k) for k in bridge.fixed_keys(space).values())
+    per_layer = [
+        [measure(bridge.candidate_key(layer, op)) for op in layer.candidates]
+        for layer in space.layers()
+    ]
+    unit = next(iter(UNITS[kind]))
+    return SpaceCosts(per_layer, fixed, unit, f"fvcore {kind} (1 multiply-add = 1 flop)")
+
+
+def _table_costs(space: SearchSpace, table: LatencyTable, source: str) -> SpaceCosts:
+    try:
+        per_layer, fixed = bridge.table_costs(space, table)
+    except MissingKeyError as e:
+        raise CostError(f"{source}: {e}") from e
+    h = table.header
+    desc = f"{source} ({h.device}, {h.backend}, batch {h.batch})"
+    return SpaceCosts(per_layer, fixed, "ms", desc)
+
+
+def load_table(cfg: CostConfig) -> LatencyTable:
+    if not cfg.table:
+        raise CostError("hardware=lut needs hardware.table=<path to a latency table JSON>")
+    try:
+        return LatencyTable.load(
+            Path(cfg.table).expanduser(), cfg.backend, cfg.device, force=cfg.force
+        )
+    except TableError as e:
+        raise CostError(str(e)) from e
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-")[:60]
+
+
+def cached_table_path(space: SearchSpace, cfg: CostConfig, device: str) -> Path:
+    digest = hashlib.sha1(json.dumps(space.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    name = f"{space.name}-{digest}_{cfg.backend}_{_slug(device)}_b{cfg.batch}_t{cfg.threads}.json"
+    return Path(cfg.cache_dir).expanduser() / name
+
+
+def _profiled_costs(space: SearchSpace, cfg: CostConfig) -> SpaceCosts:
+    from latency.backends import get_backend
+
+    if not cfg.backend:
+        raise CostError("hardware=profile needs hardware.backend (e.g. torch-cpu, ort-cpu)")
+    try:
+        device = get_backend(cfg.backend, threads=cfg.threads).device_name()
+        path = cached_table_path(space, cfg, device)
+        # The lead's bridge measures only keys missing from the cached table (resumable).
+        table = bridge.profile_space_table(
+            space,
+            cfg.backend,
+            path,
+            batch=cfg.batch,
+            threads=cfg.threads,
+            command=f"proxyless-profile space={space.name} backend={cfg.backend} out={path}",
+        )
+    except (TableError, RuntimeError, KeyError) as e:
+        raise CostError(f"profiling with backend {cfg.backend!r} failed: {e}") from e
+    return _table_costs(space, table, f"profiled table {path}")
+
+
+def layer_costs(space: SearchSpace, cfg: CostConfig) -> SpaceCosts:
+    """Costs of every candidate of `space` from the source `cfg` describes, in `cfg.unit`."""
+    if cfg.kind in ("flops", "params"):
+        space_json = json.dumps(space.to_dict(), sort_keys=True)
+        costs = _fvcore_cached(space_json, cfg.kind)
+    elif cfg.kind == "lut":
+        costs = _table_costs(space, load_table(cfg), f"latency table {cfg.table}")
+    else:
+        costs = _profiled_costs(space, cfg)
+    return costs.scaled(cfg.scale, cfg.unit)  # type: ignore[arg-type]

@@ -1,0 +1,106 @@
+"""The hardware-aware architecture loss: task loss combined with the expected cost E[LAT].
+
+An objective is a callable ``objective(task_loss, cost_or_None) -> Tensor``, the shape
+`Estimator.loss` expects. `cost` is differentiable in α for the gradient estimators
+(E[LAT] over the full softmax) and the sampled arch's cost for REINFORCE.
+
+Kinds (T = target, in the cost's unit):
+
+- ``mul_log``     ``alpha · CE · (log E / log T)^beta`` (ProxylessNAS; alpha=0.2, beta=0.3
+  as in the official CLI). Needs T > 1: for T ≤ 1 the log ratio flips sign and rewards
+  slow archs, so pick a unit (ms, MFLOPs) in which T > 1.
+- ``add_linear``  ``CE + lam · (E − T) / T`` (lam=0.1).
+- ``add_abs``     ``CE + lam · |E − T| / T`` (TuNAS' absolute reward, Bender et al. 2020):
+  the kink makes T itself the attractor, so E ends at T whenever lam outweighs the task
+  loss' pull; the quickstart uses it with lam=1.
+- ``none``        ``CE``: accuracy only (the cost is ignored).
+- ``latency_only`` the task loss switched off: ``((E − T) / T)^2`` with a target (E is driven
+  onto T), ``E`` without one (E is driven to the space's minimum). For checks and ablations.
+
+``mul_log`` and ``add_linear`` are soft: they trade CE against cost and have no minimum at
+exactly T, so E ends near T only when the two happen to balance there (on a tiny CPU space
+mul_log barely binds and add_linear with lam=1 runs to the cheapest arch).
+
+>>> f = build_objective("add_linear", target=10.0, lam=0.1)
+>>> float(f(torch.tensor(2.0), torch.tensor(12.0)))
+2.02
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+Objective = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+OBJECTIVES = ("mul_log", "add_linear", "add_abs", "none", "latency_only")
+
+
+class ObjectiveError(ValueError):
+    """An objective that cannot be built as configured (the message says how to fix it)."""
+
+
+def _need_cost(kind: str, cost: torch.Tensor | None) -> torch.Tensor:
+    if cost is None:
+        raise ObjectiveError(
+            f"objective {kind!r} needs a hardware cost, but the supernet has none: "
+            "set costs (hardware=lut|profile|flops|params) or use objective=none"
+        )
+    return cost
+
+
+def build_objective(
+    kind: str,
+    target: float | None = None,
+    alpha: float = 0.2,
+    beta: float = 0.3,
+    lam: float = 0.1,
+) -> Objective:
+    """The loss combining task loss and cost; see the module docstring for the formulas."""
+    if kind not in OBJECTIVES:
+        raise ObjectiveError(f"unknown objective {kind!r}; choose one of {', '.join(OBJECTIVES)}")
+    if kind in ("mul_log", "add_linear", "add_abs") and (target is None or target <= 0):
+        raise ObjectiveError(f"objective {kind!r} needs a positive hardware.target, got {target}")
+    if kind == "latency_only" and target is not None and target <= 0:
+        raise ObjectiveError(f"hardware.target must be positive, got {target}")
+    if kind == "mul_log" and target is not None and target <= 1.0:
+        raise ObjectiveError(
+            f"objective 'mul_log' needs hardware.target > 1 in the cost's unit (got {target}): "
+            "log(E)/log(T) changes sign at 1; express the cost in a smaller unit or use "
+            "objective=add_linear"
+        )
+
+    if kind == "none":
+        return lambda task_loss, cost: task_loss
+    if kind == "mul_log":
+        log_t = math.log(target)  # type: ignore[arg-type]
+
+        def mul_log(task_loss: torch.Tensor, cost: torch.Tensor | None) -> torch.Tensor:
+            cost = _need_cost(kind, cost)
+            return alpha * task_loss * (torch.log(cost) / log_t) ** beta
+
+        return mul_log
+    if kind == "add_linear":
+        t = float(target)  # type: ignore[arg-type]
+
+        def add_linear(task_loss: torch.Tensor, cost: torch.Tensor | None) -> torch.Tensor:
+            return task_loss + lam * (_need_cost(kind, cost) - t) / t
+
+        return add_linear
+    if kind == "add_abs":
+        t = float(target)  # type: ignore[arg-type]
+
+        def add_abs(task_loss: torch.Tensor, cost: torch.Tensor | None) -> torch.Tensor:
+            return task_loss + lam * (_need_cost(kind, cost) - t).abs() / t
+
+        return add_abs
+
+    def latency_only(task_loss: torch.Tensor, cost: torch.Tensor | None) -> torch.Tensor:
+        cost = _need_cost(kind, cost)
+        # The task loss is left out of the graph: backward never re-runs the candidates.
+        if target is None:
+            return cost
+        return ((cost - target) / target) ** 2
+
+    return latency_only

@@ -1,0 +1,179 @@
+"""Typed configuration of a search: plain dataclasses, so the library needs no Hydra.
+
+The CLI turns its resolved YAML into a `SearchConfig` with `SearchConfig.from_dict`, which
+refuses unknown keys by name (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .costs import CostConfig
+from .data import DataConfig
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot work; the message names it."""
+
+
+@dataclass
+class SpaceConfig:
+    """A preset from `proxyless.space` plus field overrides. num_classes, input size and
+    input channels always come from the dataset."""
+
+    name: str = "tiny"
+    width_mult: float = 1.0
+    dropout: float = 0.0
+    alpha_init_std: float = 1e-3
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EstimatorConfig:
+    """A registered estimator (`proxyless.estimators.ESTIMATORS`) and its keyword arguments."""
+
+    name: str = "all_paths"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectiveConfig:
+    """See `proxyless.objective`: mul_log (alpha, beta), add_linear (lam), none, latency_only."""
+
+    kind: str = "mul_log"
+    alpha: float = 0.2
+    beta: float = 0.3
+    lam: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    """Weights: SGD Nesterov + cosine per step. Arch: Adam with beta1 = 0 (no momentum, so
+    α only moves when its layer's gradient says so)."""
+
+    weight_lr: float = 0.025
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 4e-5
+    no_decay_bn_bias: bool = True
+    label_smoothing: float = 0.1
+    lr_min: float = 0.0
+    arch_lr: float = 1e-3
+    arch_betas: tuple[float, float] = (0.0, 0.999)
+    arch_eps: float = 1e-8
+    arch_weight_decay: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    """Warmup epochs (weights only, uniform paths), then search epochs (weights every
+    batch, α every `arch_every` batches). `steps_per_epoch` caps an epoch (quick runs)."""
+
+    warmup_epochs: int = 40
+    epochs: int = 120
+    arch_every: int = 5
+    steps_per_epoch: int | None = None
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 0  # besides every epoch; 0: epochs only
+
+
+@dataclass
+class LogConfig:
+    progress: bool | None = None  # None: only when stderr is a terminal
+    tensorboard: bool = True
+    every_steps: int = 10
+    heatmap: bool = True
+
+
+@dataclass
+class DebugConfig:
+    """Fault injection for tests: NaN input at one step; a sleep per step (slows a run so a
+    test can kill it mid-way; it changes no result)."""
+
+    inject_nan_at_step: int | None = None
+    step_delay_s: float = 0.0
+
+
+@dataclass
+class SearchConfig:
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    hardware: CostConfig = field(default_factory=CostConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch CPU threads; None: torch's default
+    run_dir: str = "runs/search"
+    resume: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms (GPU reproducibility)
+
+    def __post_init__(self) -> None:
+        s = self.schedule
+        if s.warmup_epochs < 0 or s.epochs < 0 or s.warmup_epochs + s.epochs == 0:
+            raise ConfigError("schedule.warmup_epochs + schedule.epochs must be >= 1")
+        if s.arch_every < 1:
+            raise ConfigError(f"schedule.arch_every={s.arch_every} must be >= 1")
+        if s.steps_per_epoch is not None and s.steps_per_epoch < 1:
+            raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
+        return _build(cls, d, "")
+
+
+# Keys that may change between a run and its resume (they change no result).
+RESUMABLE_CHANGES = ("resume", "run_dir", "device", "threads", "log", "debug", "checkpoint")
+_DATA_RESUMABLE = ("num_workers", "pin_memory", "root", "download")
+
+
+def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The part of a config dict a resumed run must share with the run it continues."""
+    out = {k: v for k, v in cfg.items() if k not in RESUMABLE_CHANGES}
+    out["data"] = {k: v for k, v in cfg["data"].items() if k not in _DATA_RESUMABLE}
+    return out
+
+
+def _build(cls: type, d: Any, path: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path or 'config'} must be a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
+            f"known: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in d.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = _build(hint, value, f"{path}.{name}" if path else name)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(hint, types.UnionType) and value is not None and float in hint.__args__:
+            value = float(value) if isinstance(value, int) else value
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)  # DataError / CostError / ConfigError carry their own message
+    except TypeError as e:
+        raise ConfigError(f"{path or 'config'}: {e}") from e

@@ -1,0 +1,166 @@
+"""What a search tells its user: TensorBoard scalars, a per-layer probability heatmap each
+epoch, and the final summary table. Nothing here changes the search itself.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .arch import Arch
+from .costs import SpaceCosts
+from .supernet import SuperNet
+
+
+def arch_entropy(net: SuperNet) -> float:
+    """Mean over layers of the entropy of p, in nats (log N at start, 0 when decided)."""
+    with torch.no_grad():
+        ents = [float(-(p * p.clamp_min(1e-12).log()).sum()) for p in net.probabilities()]
+    return sum(ents) / len(ents)
+
+
+def heatmap_figure(net: SuperNet, title: str = "") -> Any:
+    """Layers × candidates, colour = probability (matplotlib Agg; no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [str(op) for op in max((ly.spec.candidates for ly in net.layers), key=len)]
+    grid = torch.full((len(net.layers), len(names)), float("nan"))
+    with torch.no_grad():
+        for i, (layer, p) in enumerate(zip(net.layers, net.probabilities(), strict=True)):
+            for op, prob in zip(layer.spec.candidates, p.tolist(), strict=True):
+                grid[i, names.index(str(op))] = prob
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.35 * len(net.layers)))
+    im = ax.imshow(grid.numpy(), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(net.layers)), [str(i) for i in range(len(net.layers))], fontsize=7)
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+class Reporter:
+    """TensorBoard writer (optional). `purge_step` drops events a killed run wrote past its
+    last checkpoint, so a resumed run's curves have no duplicates."""
+
+    def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None) -> None:
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def heatmap(self, step: int, net: SuperNet, epoch: int) -> None:
+        if self.writer is not None:
+            fig = heatmap_figure(net, f"p per layer, epoch {epoch}")
+            self.writer.add_figure("arch/probabilities", fig, step, close=True)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """A plain-text table of the run's result (printed at the end, also in summary.json)."""
+    unit = metrics["unit"]
+
+    def num(v: float | None, fmt: str = ".4g") -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    rows = [
+        ("derived arch", " ".join(metrics["arch"])),
+        ("expected cost E[cost]", f"{num(metrics['expected_cost'])} {unit}"),
+        ("derived arch cost", f"{num(metrics['derived_cost'])} {unit}"),
+        ("target", f"{num(metrics['target'])} {unit}"),
+        ("cost range of space", f"{num(metrics['min_cost'])} … {num(metrics['max_cost'])} {unit}"),
+        ("params (derived)", f"{num(metrics['params_m'], '.4f')} M"),
+        ("FLOPs (derived)", f"{num(metrics['mflops'], '.3f')} M (fvcore, MAC = 1)"),
+        ("test acc (supernet, derived path)", num(metrics["test_acc"], ".4f")),
+        ("steps / epochs", f"{metrics['steps']} / {metrics['epochs']}"),
+        ("cost source", metrics["cost_source"]),
+        ("run dir", metrics["run_dir"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 2 + max(len(v) for _, v in rows))
+    body = "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    return f"{line}\n{body}\n{line}"
+
+
+@torch.no_grad()
+def evaluate(net: SuperNet, loader: Any, device: torch.device, paths: list[int]) -> float:
+    """Top-1 accuracy of the supernet restricted to `paths` (the derived arch)."""
+    was_training = net.training
+    net.eval()
+    net.set_paths(paths)
+    correct = total = 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        correct += int((net(x).argmax(1) == y).sum())
+        total += int(y.numel())
+    net.train(was_training)
+    return correct / max(total, 1)
+
+
+def derived_stats(arch: Arch) -> tuple[float, float]:
+    from latency.costs import flops, params
+
+    model = arch.build().eval()
+    s = arch.space
+    x = torch.zeros(1, s.in_channels, s.input_size, s.input_size)
+    return params(model) / 1e6, flops(model, x) / 1e6
+
+
+def epoch_stats(
+    net: SuperNet, epoch: int, warm: bool, sums: dict[str, float], target: float | None
+) -> dict[str, Any]:
+    n = max(int(sums["n"]), 1)
+    with torch.no_grad():
+        expected = float(net.expected_cost())
+    return {
+        "epoch": epoch,
+        "phase": "warmup" if warm else "search",
+        "train_loss": sums["loss"] / n,
+        "train_acc": sums["acc"] / n,
+        "expected_cost": expected,
+        "argmax_cost": net.argmax_cost(),
+        "target": target,
+        "entropy": arch_entropy(net),
+    }
+
+
+def epoch_scalars(stats: dict[str, Any]) -> dict[str, float]:
+    out = {
+        "epoch/train_loss": stats["train_loss"],
+        "epoch/train_acc": stats["train_acc"],
+        "cost/expected": stats["expected_cost"],
+        "cost/derived": stats["argmax_cost"],
+        "arch/entropy": stats["entropy"],
+    }
+    if stats["target"] is not None:
+        out["cost/target"] = stats["target"]
+    return out
+
+
+def costs_dict(costs: SpaceCosts, target: float | None) -> dict[str, Any]:
+    return {
+        "unit": costs.unit,
+        "source": costs.source,
+        "fixed": costs.fixed,
+        "per_layer": costs.per_layer,
+        "min": costs.min_cost(),
+        "max": costs.max_cost(),
+        "target": target,
+    }

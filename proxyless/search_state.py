@@ -1,0 +1,190 @@
+"""What a search checkpoint holds, and how a run is put back exactly where it stopped.
+
+A checkpoint describes itself (kind, version, config, step, epoch) and holds every piece of
+state that the next step depends on: weights and α, both optimizers, the LR schedule, the
+estimator's state (e.g. the REINFORCE baseline), the global RNGs (data augmentation) and
+the positions of the train and held-out loaders. Path sampling needs no saved state: its
+generator is re-seeded from (seed, global step) every step. Only tensors and plain Python
+values are stored, so it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .io import load_checkpoint, save_checkpoint
+from .search_config import result_fingerprint
+
+
+class SearchError(RuntimeError):
+    """The search cannot go on (NaN loss, nothing to resume...); the message says why."""
+
+
+CKPT_KIND = "proxyless-search"
+CKPT_VERSION = 1
+
+
+@dataclass
+class Progress:
+    """Where the run is: steps done in total and in the current epoch, and that epoch."""
+
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+
+
+def step_generator(seed: int, global_step: int) -> torch.Generator:
+    """The path-sampling generator of one step: a pure function of (seed, step), so resumed
+    runs and all DDP ranks draw the same paths without sharing any state."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + global_step) % (2**63 - 1))
+
+
+def estimator_state(estimator: Any) -> dict[str, Any]:
+    """Plain scalar attributes of an estimator (e.g. the REINFORCE moving baseline)."""
+    return {
+        k: v for k, v in vars(estimator).items() if v is None or isinstance(v, int | float | bool)
+    }
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "numpy_gauss": (int(np_state[3]), float(np_state[4])),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    has_gauss, gauss = state["numpy_gauss"]
+    np.random.set_state(
+        ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, gauss)
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_checkpoint(
+    *,
+    config: dict[str, Any],
+    progress: Progress,
+    net: torch.nn.Module,
+    weight_opt: torch.optim.Optimizer,
+    arch_opt: torch.optim.Optimizer,
+    scheduler: Any,
+    estimator: Any,
+    batch_size: int,
+    heldout: Any,
+    history: dict[str, Any],
+    costs: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "kind": CKPT_KIND,
+        "version": CKPT_VERSION,
+        "config": config,
+        "global_step": progress.global_step,
+        "epoch": progress.epoch,
+        "step_in_epoch": progress.step_in_epoch,
+        "net": net.state_dict(),
+        "weight_optimizer": weight_opt.state_dict(),
+        "arch_optimizer": arch_opt.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "estimator": estimator_state(estimator),
+        "rng": rng_state(),
+        # Train order is a function of (data seed, epoch); the position is the batch count.
+        "train_loader": {
+            "epoch": progress.epoch,
+            "batch": progress.step_in_epoch,
+            "start": progress.step_in_epoch * batch_size,
+        },
+        "heldout": heldout.state_dict() if heldout is not None else None,
+        "history": history,
+        "costs": costs,
+    }
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    save_checkpoint(path, state)
+
+
+def load(path: Path) -> dict[str, Any]:
+    return load_checkpoint(path, kind=CKPT_KIND)
+
+
+def restore(
+    state: dict[str, Any],
+    *,
+    net: torch.nn.Module,
+    weight_opt: torch.optim.Optimizer,
+    arch_opt: torch.optim.Optimizer,
+    scheduler: Any,
+    estimator: Any,
+    heldout: Any,
+) -> Progress:
+    """Load everything back; returns the progress. RNGs are restored last, after any
+    construction that consumed random numbers."""
+    net.load_state_dict(state["net"])
+    weight_opt.load_state_dict(state["weight_optimizer"])
+    arch_opt.load_state_dict(state["arch_optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for k, v in state["estimator"].items():
+        setattr(estimator, k, v)
+    if heldout is not None and state["heldout"] is not None:
+        heldout.load_state_dict(state["heldout"])
+    set_rng_state(state["rng"])
+    return Progress(state["global_step"], state["epoch"], state["step_in_epoch"])
+
+
+def check_same_run(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    a, b = result_fingerprint(saved), result_fingerprint(current)
+    if a != b:
+        diffs = _diff(a, b)
+        raise SearchError(
+            f"resume: the config differs from the one {path} was written with, in "
+            f"{', '.join(diffs[:8])}; resume with the run's own config (see config.yaml "
+            "in the run directory) or start a new run directory"
+        )
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    seqs = isinstance(a, list | tuple) and isinstance(b, list | tuple)
+    if a != b and not (seqs and list(a) == list(b)):
+        return [f"{prefix[:-1]} ({a!r} → {b!r})"]
+    return []
+
+
+def check_finite(value: torch.Tensor, what: str, step: int, epoch: int, ckpt_path: Path) -> None:
+    """Stop on a non-finite loss before anything is saved, naming the checkpoint kept."""
+    v = float(value)
+    if math.isfinite(v):
+        return
+    last = (
+        f"the last good checkpoint {ckpt_path} is kept (resume=true continues from it)"
+        if ckpt_path.is_file()
+        else "no checkpoint had been written yet"
+    )
+    raise SearchError(
+        f"{what} loss is {v} at step {step} (epoch {epoch}); stopped without saving: {last}. "
+        "Lower optim.weight_lr / optim.arch_lr, or check the data"
+    )

@@ -1,0 +1,192 @@
+"""The search loop end to end on CPU: outputs, checkpoints, exact resume after SIGKILL, NaN."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from proxyless.arch import Arch
+from proxyless.io import load_checkpoint
+from proxyless.search import SearchError, search
+from proxyless.search_config import ConfigError, SearchConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+FAST: dict[str, Any] = {
+    "data": {
+        "name": "synthetic",
+        "batch_size": 16,
+        "synthetic_train_samples": 160,
+        "synthetic_test_samples": 32,
+    },
+    "hardware": {"kind": "params", "target_frac": 0.3},
+    "schedule": {"warmup_epochs": 1, "epochs": 2, "arch_every": 2, "steps_per_epoch": 4},
+    "log": {"progress": False, "every_steps": 1},
+    "threads": 1,
+}
+
+
+def fast_cfg(run_dir: Path, **over: dict[str, Any]) -> SearchConfig:
+    d = copy.deepcopy(FAST)
+    for key, value in over.items():
+        if isinstance(value, dict):
+            d.setdefault(key, {}).update(value)
+        else:
+            d[key] = value
+    d["run_dir"] = str(run_dir)
+    return SearchConfig.from_dict(d)
+
+
+def test_fast_search_writes_its_outputs(tmp_path: Path) -> None:
+    result = search(fast_cfg(tmp_path, checkpoint={"every_steps": 3}))
+    m = result.metrics
+    assert m["steps"] == 12 and m["epochs"] == 3
+    assert 0.0 <= m["test_acc"] <= 1.0 and m["params_m"] > 0 and m["mflops"] > 0
+    assert m["min_cost"] <= m["derived_cost"] <= m["max_cost"]
+    arch = Arch.load(tmp_path / "arch.json")
+    assert arch.block_strings() == m["arch"] and arch.probs is not None
+    assert json.loads((tmp_path / "summary.json").read_text())["arch"] == m["arch"]
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt", kind="proxyless-search")
+    assert ckpt["global_step"] == 12 and ckpt["epoch"] == 3
+    assert ckpt["config"]["seed"] == 0 and "alpha" in "".join(ckpt["net"])
+    for key in ("weight_optimizer", "arch_optimizer", "scheduler", "rng", "estimator", "heldout"):
+        assert key in ckpt
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = EventAccumulator(str(tmp_path / "tb")).Reload()
+    for tag in ("train/loss", "arch/loss", "cost/expected", "cost/target", "arch/entropy"):
+        assert tag in tb.Tags()["scalars"], tag
+    assert "arch/probabilities" in tb.Tags()["images"]  # per-layer heatmap each search epoch
+    # α moved during the search epochs, not during warmup
+    assert [e["phase"] for e in ckpt["history"]["epochs"]] == ["warmup", "search", "search"]
+
+
+def test_reinforce_baseline_is_checkpointed(tmp_path: Path) -> None:
+    search(fast_cfg(tmp_path, estimator={"name": "reinforce", "kwargs": {}}))
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert isinstance(ckpt["estimator"]["baseline"], float)
+
+
+def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
+    search(fast_cfg(tmp_path, schedule={"epochs": 0}))
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(SearchError, match="resume=true"):
+        search(fast_cfg(tmp_path, schedule={"epochs": 0}))
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
+    search(fast_cfg(tmp_path, schedule={"epochs": 0}))
+    with pytest.raises(SearchError, match="optim.weight_lr"):
+        search(fast_cfg(tmp_path, resume=True, optim={"weight_lr": 0.5}))
+
+
+def test_unknown_config_key_is_named() -> None:
+    with pytest.raises(ConfigError, match="schedule.warmup"):
+        SearchConfig.from_dict({"schedule": {"warmup": 3}})
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
+    cfg = fast_cfg(tmp_path, checkpoint={"every_steps": 2}, debug={"inject_nan_at_step": 7})
+    with pytest.raises(SearchError, match="step 7") as err:
+        search(cfg)
+    assert "last good checkpoint" in str(err.value)
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["global_step"] == 6
+    assert all(torch.isfinite(t).all() for t in ckpt["net"].values() if t.is_floating_point())
+
+
+def _final_state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["net"]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    """Kill a CLI run with SIGKILL mid-search (after a mid-epoch checkpoint), resume it in
+    the same run dir: α, weights and BN statistics equal an uninterrupted run exactly."""
+    from hydra import compose, initialize_config_dir
+
+    from proxyless.cli._common import config_dir
+    from proxyless.cli.search import run
+
+    over = ["debug=fast", "threads=1", "schedule.epochs=2", "checkpoint.every_steps=1"]
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        run(compose(config_name="search", overrides=[*over, f"run_dir={ref_dir}"]))
+    cmd = [sys.executable, "-m", "proxyless.cli.search", *over, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [*cmd, "debug.step_delay_s=0.4"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    last = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"run ended before it could be killed: {proc.stderr.read()[-2000:]}")
+            if last.is_file():
+                try:
+                    step = load_checkpoint(last)["global_step"]
+                except Exception:
+                    step = 0
+                if step >= 6:  # inside the first search epoch (warmup = steps 1-4)
+                    break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no mid-run checkpoint appeared")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = load_checkpoint(last)["global_step"]
+    assert killed_at < 12
+    done = subprocess.run([*cmd, "resume=true"], cwd=tmp_path, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    ref, got = _final_state(ref_dir), _final_state(run_dir)
+    assert load_checkpoint(last)["global_step"] == 12
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+
+
+def test_resume_mid_warmup_after_a_crash_matches_uninterrupted_run(tmp_path: Path) -> None:
+    """A run that dies at step 3 (mid-warmup; NaN injected) resumes from its step-2
+    checkpoint and ends bit-identical to a run that never stopped (α, weights, BN stats)."""
+    every = {"every_steps": 1}
+    search(fast_cfg(tmp_path / "ref", checkpoint=every))
+    with pytest.raises(SearchError):
+        search(fast_cfg(tmp_path / "run", checkpoint=every, debug={"inject_nan_at_step": 3}))
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["global_step"] == 2
+    search(fast_cfg(tmp_path / "run", checkpoint=every, resume=True))
+    ref, got = _final_state(tmp_path / "ref"), _final_state(tmp_path / "run")
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+
+
+@pytest.mark.slow
+def test_quickstart_like_search_meets_the_target_with_the_task_loss(tmp_path: Path) -> None:
+    """Digits, real task loss, add_abs objective: E[cost] ends within ±5% of the target."""
+    cfg = fast_cfg(
+        tmp_path,
+        data={"name": "digits", "batch_size": 32},
+        objective={"kind": "add_abs", "lam": 1.0},
+        optim={"weight_lr": 0.1, "arch_lr": 0.03},
+        schedule={"warmup_epochs": 3, "epochs": 12, "arch_every": 2, "steps_per_epoch": None},
+        hardware={"kind": "flops", "unit": "KFLOPs", "target_frac": 0.3},
+        log={"progress": False, "tensorboard": False},
+    )
+    m = search(cfg).metrics
+    assert m["expected_cost"] == pytest.approx(m["target"], rel=0.05)
+    assert m["test_acc"] > 0.5

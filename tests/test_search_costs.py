@@ -1,0 +1,105 @@
+"""Candidate costs for the search: fvcore counts, latency tables, targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from latency.table import Entry, LatencyTable, TableHeader
+from proxyless import latency_bridge as bridge
+from proxyless.costs import CostConfig, CostError, layer_costs
+from proxyless.space import get_space
+
+
+def _table(path: Path, device: str = "test-cpu", drop: str | None = None) -> Path:
+    """A table for the tiny space where each key costs (its index + 1) / 10 ms."""
+    space = get_space("tiny")
+    t = LatencyTable(TableHeader(device, "torch-cpu", 1, "float32", profile_command="make-it"))
+    for i, key in enumerate(bridge.space_keys(space)):
+        if str(key) != drop:
+            t.add(str(key), Entry((i + 1) / 10, 0.0, 0.0, 5))
+    t.save(path)
+    return path
+
+
+def test_params_costs_zero_and_fixed() -> None:
+    space = get_space("tiny")
+    costs = layer_costs(space, CostConfig(kind="params"))
+    for layer, row in zip(space.layers(), costs.per_layer, strict=True):
+        assert len(row) == len(layer.candidates)
+        for op, c in zip(layer.candidates, row, strict=True):
+            assert (c == 0.0) == op.is_zero
+    # fixed = stem + first + head + classifier, all with parameters
+    assert costs.fixed > 0
+    assert costs.min_cost() < costs.max_cost()
+    assert costs.cost_of(costs.min_indices()) == pytest.approx(costs.min_cost())
+
+
+def test_flops_units_scale() -> None:
+    space = get_space("tiny")
+    m = layer_costs(space, CostConfig(kind="flops"))
+    k = layer_costs(space, CostConfig(kind="flops", unit="KFLOPs"))
+    assert k.min_cost() == pytest.approx(1000 * m.min_cost())
+    with pytest.raises(CostError, match="not a unit"):
+        CostConfig(kind="flops", unit="ms")
+
+
+def test_lut_costs_match_table(tmp_path: Path) -> None:
+    path = _table(tmp_path / "t.json")
+    costs = layer_costs(get_space("tiny"), CostConfig(kind="lut", table=str(path)))
+    table = LatencyTable.load(path)
+    fixed = sum(
+        table.entries[str(k)].median_ms for k in bridge.fixed_keys(get_space("tiny")).values()
+    )
+    assert costs.fixed == pytest.approx(fixed)
+    us = layer_costs(get_space("tiny"), CostConfig(kind="lut", table=str(path), unit="us"))
+    assert us.max_cost() == pytest.approx(1000 * costs.max_cost())
+
+
+def test_lut_missing_key_names_key_and_command(tmp_path: Path) -> None:
+    space = get_space("tiny")
+    missing = str(bridge.space_keys(space)[5])
+    path = _table(tmp_path / "t.json", drop=missing)
+    with pytest.raises(CostError, match=missing) as err:
+        layer_costs(space, CostConfig(kind="lut", table=str(path)))
+    assert "make-it" in str(err.value)
+
+
+def test_lut_from_another_device_is_refused(tmp_path: Path) -> None:
+    path = _table(tmp_path / "t.json", device="pixel-7")
+    cfg = CostConfig(kind="lut", table=str(path), device="test-cpu")
+    with pytest.raises(CostError, match="pixel-7"):
+        layer_costs(get_space("tiny"), cfg)
+    cfg.force = True
+    assert layer_costs(get_space("tiny"), cfg).unit == "ms"
+
+
+def test_lut_file_missing(tmp_path: Path) -> None:
+    with pytest.raises(CostError, match="not found"):
+        layer_costs(get_space("tiny"), CostConfig(kind="lut", table=str(tmp_path / "no.json")))
+
+
+def test_target_below_minimum_names_the_minimum() -> None:
+    costs = layer_costs(get_space("tiny"), CostConfig(kind="params"))
+    low = costs.min_cost() * 0.9
+    with pytest.raises(CostError, match=f"{costs.min_cost():.4g}"):
+        costs.resolve_target(CostConfig(kind="params", target=low))
+    frac = costs.resolve_target(CostConfig(kind="params", target_frac=0.5))
+    assert frac == pytest.approx((costs.min_cost() + costs.max_cost()) / 2)
+    assert costs.resolve_target(CostConfig(kind="params", target=50.0, target_frac=0.1)) == 50.0
+
+
+def test_profile_is_cached_and_uses_the_bridge(tmp_path: Path, monkeypatch) -> None:
+    """hardware=profile measures through the lead's bridge into the cache dir, once."""
+    calls = []
+
+    def fake_profile(space, backend, path, batch=1, threads=1, command="", **kw):
+        calls.append(path)
+        return LatencyTable.load(_table(Path(path), device="cpu"))
+
+    monkeypatch.setattr(bridge, "profile_space_table", fake_profile)
+    cfg = CostConfig(kind="profile", backend="torch-cpu", cache_dir=str(tmp_path), unit="us")
+    costs = layer_costs(get_space("tiny"), cfg)
+    assert costs.unit == "us" and costs.min_cost() > 0
+    assert Path(calls[0]).parent == tmp_path and "torch-cpu" in Path(calls[0]).name
