@@ -28,6 +28,7 @@ def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -36,6 +37,10 @@ def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     _write_atomic(path, lambda f: f.write(data))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:

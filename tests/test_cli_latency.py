@@ -173,7 +173,7 @@ def main_error(
         main()
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2, err
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert ": error: " in err and "\n" not in err and "Traceback" not in err
     return err
 
 

@@ -20,7 +20,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from latency.errors import MissingKeyError, TableError
 
 from ..arch import ArchError
-from ..io import CheckpointError, _write_atomic, run_info, write_json_atomic
+from ..io import CheckpointError, run_info, write_json_atomic, write_text_atomic
 
 # The configs ship inside the package (package data); the repo's top-level `configs` is a
 # symlink to this folder, so editable and non-editable installs read the same files.
@@ -123,6 +123,6 @@ def write_run_files(run_dir: str | Path, plain: dict[str, Any], resumed: bool = 
     run_dir.mkdir(parents=True, exist_ok=True)
     suffix = f".resumed-{time.strftime('%Y%m%d-%H%M%S')}" if resumed else ""
     text = OmegaConf.to_yaml(OmegaConf.create(plain))
-    _write_atomic(run_dir / f"config{suffix}.yaml", lambda f: f.write(text.encode()))
+    write_text_atomic(run_dir / f"config{suffix}.yaml", text)
     info = {**run_info(), "argv": sys.argv, "overrides": _overrides(), "resumed": resumed}
     write_json_atomic(run_dir / f"run_info{suffix}.json", info)

@@ -12,56 +12,25 @@ helpers here (config location, one-line errors, protocol overrides) are shared w
 
 from __future__ import annotations
 
-import functools
 import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from latency.errors import MissingKeyError, TableError
 from latency.protocol import Protocol
+from proxyless.cli._common import config_dir, exit_on_user_error, fail
 
 PROG = "proxyless-profile"
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
-def config_dir() -> str:
-    """Where the YAML lives: `proxyless/configs/` if the package ships it, else the repo's
-    top-level `configs/` (DESIGN.md); an absolute path, so it works from any cwd."""
-    pkg = Path(__file__).resolve().parents[1]
-    for cand in (pkg / "configs", pkg.parent / "configs"):
-        if (cand / "profile.yaml").is_file():
-            return str(cand)
-    return str(pkg.parent / "configs")
-
-
-def exit_on_user_error(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Turn the errors a user can fix into one line on stderr and exit code 2 (no traceback).
-
-    Hydra catches Exception (and prints a traceback) but lets SystemExit through."""
-
-    @functools.wraps(fn)
-    def wrapper(cfg: DictConfig) -> Any:
-        try:
-            return fn(cfg)
-        except (CLIError, TableError, MissingKeyError) as e:
-            fail(str(e))
-
-    return wrapper
-
-
-def fail(message: str) -> NoReturn:
-    print("error: " + " ".join(message.split()), file=sys.stderr, flush=True)
-    sys.exit(2)
+class CLIError(ValueError):
+    """A user error: printed as one line by `_common.exit_on_user_error`, exit code 2."""
 
 
 def hydra_command(prog: str) -> str:
@@ -104,7 +73,7 @@ def check_space_arg(argv: list[str]) -> None:
     names = sorted(p.stem for p in folder.glob("*.yaml"))
     for arg in argv:
         if arg.startswith("space=") and arg[len("space=") :] not in names:
-            fail(f"unknown search space {arg[len('space=') :]!r}; choose one of {names}")
+            fail(PROG, f"unknown search space {arg[len('space=') :]!r}; choose one of {names}")
 
 
 def make_backend(name: str, threads: int) -> Any:
@@ -262,7 +231,7 @@ def run(cfg: DictConfig, command: str = PROG) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="profile")
-@exit_on_user_error
+@exit_on_user_error(PROG)
 def _hydra_main(cfg: DictConfig) -> None:
     run(cfg, hydra_command(PROG))
 

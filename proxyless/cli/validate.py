@@ -20,11 +20,10 @@ import hydra
 from omegaconf import DictConfig
 
 from latency.errors import MissingKeyError, TableError
+from proxyless.cli._common import config_dir, exit_on_user_error
 from proxyless.cli.profile import (
     CLIError,
     check_space_arg,
-    config_dir,
-    exit_on_user_error,
     hydra_command,
     make_backend,
     make_protocol,
@@ -169,7 +168,7 @@ def report(summary: dict[str, Any], out_dir: str | Path, saved: bool) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="validate")
-@exit_on_user_error
+@exit_on_user_error(PROG)
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
