@@ -218,3 +218,22 @@ def profile_space_table(
         chunk=16,
     )
     return result
+
+
+def measure_arch(
+    arch: Arch,
+    backend: str,
+    batch: int = 1,
+    threads: int = 1,
+    protocol: Protocol | None = None,
+) -> float:
+    """End-to-end latency (ms) of the standalone network on this machine, measured with the
+    same protocol as the table's entries, to check the table's prediction."""
+    from latency.backends import get_backend
+    from latency.profile import measure_networks
+
+    be = get_backend(backend, threads=threads)
+    entries = measure_networks(
+        {"arch": arch_network(arch, "arch", batch).build}, be, protocol, progress=False
+    )
+    return entries["arch"].median_ms
