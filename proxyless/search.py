@@ -9,7 +9,9 @@ step on the next held-out batch. Reads top to bottom; the moves themselves live 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +23,16 @@ from tqdm.auto import tqdm
 
 from . import search_state as ckpt
 from .arch import Arch
+from .distributed import (
+    DistContext,
+    SyncedOptimizer,
+    autocast_context,
+    barrier,
+    broadcast_parameters,
+    init_distributed,
+    reduce_mean,
+    sync_buffers,
+)
 from .io import write_json_atomic
 from .search_config import SearchConfig
 from .search_report import (
@@ -56,23 +68,63 @@ class SearchResult:
     run_dir: Path
 
 
-def search(cfg: SearchConfig) -> SearchResult:
+def _context(cfg: SearchConfig, ctx: DistContext | None) -> DistContext:
+    if ctx is not None:
+        return ctx
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:  # under torchrun: join the job
+        return init_distributed(cfg.device)
+    return DistContext(device=resolve_device(cfg.device))
+
+
+def _dump_rank(cfg: SearchConfig, ctx: DistContext, net: SuperNet) -> None:
+    """debug.rank_dump_dir: what each rank ended with, to check that ranks agree."""
+    if not cfg.debug.rank_dump_dir:
+        return
+    alphas = [a.detach().cpu().double() for a in net.arch_parameters()]
+    buffers = [b.detach().cpu() for b in net.buffers()]
+
+    def digest(ts: list[torch.Tensor]) -> str:
+        h = hashlib.sha256()
+        for t in ts:
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    out = Path(cfg.debug.rank_dump_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "rank": ctx.rank,
+        "world_size": ctx.world_size,
+        "alpha_sha256": digest(alphas),
+        "buffers_sha256": digest(buffers),
+        "alpha": [a.tolist() for a in alphas],
+    }
+    write_json_atomic(out / f"rank{ctx.rank}.json", record)
+
+
+def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
     """Run (or resume) a search; writes arch.json, checkpoints, TensorBoard events and
-    summary.json into `cfg.run_dir` and returns the final metrics."""
+    summary.json into `cfg.run_dir` and returns the final metrics.
+
+    Under torchrun (or with a distributed `ctx`) every rank runs this: each trains on its
+    shard of the train and held-out splits, all ranks sample the same paths (the per-step
+    generator), weight and α gradients are averaged before each optimizer step, and only
+    rank 0 logs and writes files. `data.batch_size` is per rank."""
     t0 = time.time()
+    ctx = _context(cfg, ctx)
+    main = ctx.is_main
     run_dir, last_path, resuming = _prepare_run_dir(cfg)
     config_dict = cfg.to_dict()
     state = ckpt.load(last_path) if resuming else None
     if state is not None:
         ckpt.check_same_run(state["config"], config_dict, last_path)
 
-    device = resolve_device(cfg.device)
+    device = ctx.device
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(cfg.seed)
-    parts = build_parts(cfg, device)
+    parts = build_parts(cfg, device, ctx)
     if state is not None:
         adopt_saved_costs(parts, state["costs"], cfg)
     net, estimator, costs, target = parts.net, parts.estimator, parts.costs, parts.target
@@ -94,9 +146,33 @@ def search(cfg: SearchConfig) -> SearchResult:
             heldout=heldout,
         )
         history = state["history"]
-        log.info("resumed %s: step %d, epoch %d", last_path, progress.global_step, progress.epoch)
+        if main:
+            log.info(
+                "resumed %s: step %d, epoch %d", last_path, progress.global_step, progress.epoch
+            )
+    broadcast_parameters(net, ctx)  # ranks start equal (same seed; this only makes sure)
+
+    # Distributed: gradients are averaged over ranks inside `step()` (no-op for one process).
+    w_step_opt: Any = (
+        SyncedOptimizer(w_opt, net.weight_parameters(), ctx) if ctx.is_distributed else w_opt
+    )
+    a_step_opt: Any = (
+        SyncedOptimizer(a_opt, net.arch_parameters(), ctx) if ctx.is_distributed else a_opt
+    )
+    precision = cfg.precision
+    if precision != "fp32" and device.type != "cuda":
+        log.warning("precision=%s applies on CUDA only; running fp32 on %s", precision, device)
+        precision = "fp32"
+    if precision == "fp16":
+        log.warning("precision=fp16 has no loss scaling in the search; prefer bf16")
+
+    def amp() -> Any:
+        return autocast_context(precision, device)  # type: ignore[arg-type]
 
     def checkpoint() -> None:
+        sync_buffers(net, ctx)  # BN running stats: the average over ranks
+        if not main:
+            return
         ckpt.save(
             last_path,
             ckpt.make_checkpoint(
@@ -114,8 +190,9 @@ def search(cfg: SearchConfig) -> SearchResult:
             ),
         )
 
-    write_json_atomic(run_dir / "costs.json", costs_dict(costs, target))
-    log.info(
+    if main:
+        write_json_atomic(run_dir / "costs.json", costs_dict(costs, target))
+    (log.info if main else log.debug)(
         "space %s: %d searchable layers; cost %s: %.4g … %.4g %s, target %s",
         space.name,
         len(net.layers),
@@ -125,12 +202,15 @@ def search(cfg: SearchConfig) -> SearchResult:
         costs.unit,
         target,
     )
-    if target is not None and target >= costs.max_cost():
+    if main and target is not None and target >= costs.max_cost():
         log.warning("target %g ≥ the most expensive arch: it does not bind", target)
 
     # --- the loop --------------------------------------------------------------------------
     show = cfg.log.progress if cfg.log.progress is not None else sys.stderr.isatty()
-    reporter = Reporter(run_dir, cfg.log.tensorboard, progress.global_step if resuming else None)
+    show = show and main
+    reporter = Reporter(
+        run_dir, cfg.log.tensorboard and main, progress.global_step if resuming else None
+    )
     net.train()
     epochs_bar = tqdm(
         range(progress.epoch, total_epochs),
@@ -160,9 +240,10 @@ def search(cfg: SearchConfig) -> SearchResult:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if cfg.debug.inject_nan_at_step == step:
                     x = torch.full_like(x, float("nan"))
-                loss, logits = weight_step(
-                    net, x, y, w_opt, gen, uniform=warm, label_smoothing=o.label_smoothing
-                )
+                with amp():
+                    loss, logits = weight_step(
+                        net, x, y, w_step_opt, gen, uniform=warm, label_smoothing=o.label_smoothing
+                    )
                 sched.step()
                 ckpt.check_finite(loss, "weight-step", step, epoch, last_path)
                 scalars = {}
@@ -171,10 +252,13 @@ def search(cfg: SearchConfig) -> SearchResult:
                     hx, hy = hx.to(device, non_blocking=True), hy.to(device, non_blocking=True)
                     if hasattr(estimator, "generator"):
                         estimator.generator = gen
-                    task, aloss = arch_step(net, estimator, hx, hy, a_opt, gen, objective)
+                    with amp():
+                        task, aloss = arch_step(net, estimator, hx, hy, a_step_opt, gen, objective)
                     ckpt.check_finite(aloss, "arch-step", step, epoch, last_path)
                     with torch.no_grad():
                         expected = float(net.expected_cost())
+                    if ctx.is_distributed:
+                        task, aloss = reduce_mean(torch.stack([task, aloss]).float(), ctx)
                     scalars.update({"arch/task_loss": float(task), "arch/loss": float(aloss)})
                     scalars["cost/expected"] = expected
                 progress.global_step, progress.step_in_epoch = step, progress.step_in_epoch + 1
@@ -183,8 +267,12 @@ def search(cfg: SearchConfig) -> SearchResult:
                 sums["acc"] += acc
                 sums["n"] += 1
                 if step % cfg.log.every_steps == 0 or scalars:
+                    log_loss, log_acc = float(loss), acc
+                    if ctx.is_distributed:  # the same steps on every rank: all take part
+                        both = torch.tensor([log_loss, log_acc], device=device)
+                        log_loss, log_acc = reduce_mean(both, ctx).tolist()
                     scalars.update(
-                        {"train/loss": float(loss), "train/acc": acc, "lr": sched.get_last_lr()[0]}
+                        {"train/loss": log_loss, "train/acc": log_acc, "lr": sched.get_last_lr()[0]}
                     )
                     reporter.scalars(step, scalars)
                 steps_bar.update(1)
@@ -195,15 +283,20 @@ def search(cfg: SearchConfig) -> SearchResult:
                     time.sleep(cfg.debug.step_delay_s)
             steps_bar.close()
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
+            if ctx.is_distributed:
+                mean = reduce_mean(torch.tensor([sums["loss"], sums["acc"]], device=device), ctx)
+                sums["loss"], sums["acc"] = mean.tolist()
+            sync_buffers(net, ctx)
             stats = epoch_stats(net, epoch, warm, sums, target)
             history["epochs"].append(stats)
             reporter.scalars(progress.global_step, epoch_scalars(stats))
             if cfg.log.heatmap and not warm:
                 reporter.heatmap(progress.global_step, net, epoch)
-            net.derive().save(run_dir / "arch.json")
+            if main:
+                net.derive().save(run_dir / "arch.json")
             checkpoint()
             epochs_bar.set_postfix(cost=f"{stats['expected_cost']:.4g}")
-            log.info(
+            (log.info if main else log.debug)(
                 "epoch %d/%d %s: loss %.4f acc %.3f E[cost] %.4g %s (target %s) entropy %.3f",
                 epoch + 1,
                 total_epochs,
@@ -221,9 +314,11 @@ def search(cfg: SearchConfig) -> SearchResult:
 
     # --- result ----------------------------------------------------------------------------
     arch = net.derive()
-    arch.save(run_dir / "arch.json")
+    if main:
+        arch.save(run_dir / "arch.json")
     paths = net.arch_indices(arch)
-    test_acc = evaluate(net, loaders.test, device, paths)
+    sync_buffers(net, ctx)
+    test_acc = evaluate(net, loaders.test, device, paths, ctx)
     params_m, mflops = derived_stats(arch)
     metrics = {
         "arch": arch.block_strings(),
@@ -242,6 +337,9 @@ def search(cfg: SearchConfig) -> SearchResult:
         "run_dir": str(run_dir),
         "wall_s": time.time() - t0,
     }
-    write_json_atomic(run_dir / "summary.json", metrics)
-    print(summary_table(metrics), flush=True)
+    _dump_rank(cfg, ctx, net)
+    if main:
+        write_json_atomic(run_dir / "summary.json", metrics)
+        print(summary_table(metrics), flush=True)
+    barrier(ctx)  # the run's files are written when any rank returns
     return SearchResult(metrics, arch, net, run_dir)

@@ -99,6 +99,9 @@ class DebugConfig:
 
     inject_nan_at_step: int | None = None
     step_delay_s: float = 0.0
+    # Distributed checks: every rank writes rank<R>.json (a hash of its α, its BN buffers'
+    # hash and the α themselves) into this directory at the end of the search.
+    rank_dump_dir: str | None = None
 
 
 @dataclass
@@ -119,6 +122,7 @@ class SearchConfig:
     run_dir: str = "runs/search"
     resume: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms (GPU reproducibility)
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of weight and arch steps (CUDA only)
 
     def __post_init__(self) -> None:
         s = self.schedule
@@ -128,6 +132,8 @@ class SearchConfig:
             raise ConfigError(f"schedule.arch_every={s.arch_every} must be >= 1")
         if s.steps_per_epoch is not None and s.steps_per_epoch < 1:
             raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision={self.precision!r}: use fp32, bf16 or fp16")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
 

@@ -100,8 +100,13 @@ def summary_table(metrics: dict[str, Any]) -> str:
 
 
 @torch.no_grad()
-def evaluate(net: SuperNet, loader: Any, device: torch.device, paths: list[int]) -> float:
-    """Top-1 accuracy of the supernet restricted to `paths` (the derived arch)."""
+def evaluate(
+    net: SuperNet, loader: Any, device: torch.device, paths: list[int], ctx: Any = None
+) -> float:
+    """Top-1 accuracy of the supernet restricted to `paths` (the derived arch).
+
+    With a distributed `ctx` the loader is this rank's shard; counts are summed over ranks
+    (DistributedSampler pads shards to equal length, so a few samples may count twice)."""
     was_training = net.training
     net.eval()
     net.set_paths(paths)
@@ -111,6 +116,12 @@ def evaluate(net: SuperNet, loader: Any, device: torch.device, paths: list[int])
         correct += int((net(x).argmax(1) == y).sum())
         total += int(y.numel())
     net.train(was_training)
+    if ctx is not None and ctx.is_distributed:
+        import torch.distributed as dist
+
+        counts = torch.tensor([correct, total], dtype=torch.float64, device=ctx.device)
+        dist.all_reduce(counts)
+        correct, total = int(counts[0]), int(counts[1])
     return correct / max(total, 1)
 
 

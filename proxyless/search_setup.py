@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from .costs import SpaceCosts, layer_costs
 from .data import InfiniteLoader, Loaders, build_datasets, build_loaders
+from .distributed import DistContext
 from .estimators import ESTIMATORS, Estimator, Objective
 from .objective import build_objective
 from .search_config import SearchConfig
@@ -86,13 +88,19 @@ def _prepare_run_dir(cfg: SearchConfig) -> tuple[Path, Path, bool]:
     return run_dir, last, resuming
 
 
-def build_parts(cfg: SearchConfig, device: torch.device) -> Parts:
+def build_parts(cfg: SearchConfig, device: torch.device, ctx: DistContext | None = None) -> Parts:
     """Build in a fixed order after `torch.manual_seed`, so initial weights depend only on
-    the seed (a resumed run rebuilds the same objects, then loads the checkpoint)."""
+    the seed (a resumed run rebuilds the same objects, then loads the checkpoint).
+
+    Distributed (`ctx.is_distributed`): loaders are sharded by rank, and the costs are
+    computed on rank 0 only and broadcast, so every rank searches against the same table
+    and target (profiled latencies are noisy) and no two ranks write a cost cache at once.
+    """
+    ctx = ctx or DistContext(device=device)
 
     # --- data, space, costs ----------------------------------------------------------------
     splits = build_datasets(cfg.data)
-    loaders = build_loaders(splits, cfg.data)
+    loaders = build_loaders(splits, cfg.data, distributed=ctx.is_distributed)
     if cfg.schedule.epochs > 0 and loaders.heldout is None:
         raise SearchError("arch steps need a held-out split: set data.heldout_per_class > 0")
     sp = cfg.space
@@ -107,8 +115,15 @@ def build_parts(cfg: SearchConfig, device: torch.device) -> Parts:
     )
     # Cost sources build and run modules; keep that off the seeded global RNG, so initial
     # weights do not depend on whether costs were cached (in-process) or computed.
-    with torch.random.fork_rng(devices=[]):
-        costs = layer_costs(space, cfg.hardware)
+    costs: SpaceCosts | None = None
+    if ctx.is_main:
+        with torch.random.fork_rng(devices=[]):
+            costs = layer_costs(space, cfg.hardware)
+    if ctx.is_distributed:
+        box = [costs]
+        dist.broadcast_object_list(box, src=0)
+        costs = box[0]
+    assert costs is not None
     target = costs.resolve_target(cfg.hardware)
     objective = build_objective(
         cfg.objective.kind,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import random
 import time
 import typing
@@ -33,6 +34,17 @@ from torch import nn
 
 from .arch import Arch
 from .data import DataConfig, build_datasets, build_loaders
+from .distributed import (
+    DistContext,
+    autocast_context,
+    barrier,
+    broadcast_parameters,
+    init_distributed,
+    make_grad_scaler,
+    reduce_mean,
+    sync_buffers,
+    wrap_ddp,
+)
 from .io import CheckpointError, load_checkpoint, run_info, save_checkpoint, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -86,7 +98,7 @@ class TrainConfig:
     epochs: int = 300
     label_smoothing: float = 0.1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = False  # bfloat16 autocast on CUDA
+    precision: str = "fp32"  # fp32 | bf16 | fp16 autocast on CUDA (fp16 with loss scaling)
     seed: int = 0
     resume: bool = False  # continue from out_dir/last.pt
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in total
@@ -173,8 +185,11 @@ def lr_at(step: int, total: int, cfg: OptimConfig, warmup_steps: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-    """Mean cross-entropy, top-1 and top-5 (%) over a whole loader."""
+def evaluate(
+    model: nn.Module, loader: Any, device: torch.device, ctx: DistContext | None = None
+) -> dict[str, float]:
+    """Mean cross-entropy, top-1 and top-5 (%) over a whole loader; with a distributed
+    `ctx`, over all ranks' shards (DistributedSampler pads them to equal length)."""
     model.eval()
     loss = correct1 = correct5 = count = 0.0
     for x, y in loader:
@@ -186,6 +201,10 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device) -> dict[str, f
         correct1 += float(hits[:, 0].sum())
         correct5 += float(hits.any(dim=1).sum())
         count += len(y)
+    if ctx is not None and ctx.is_distributed:
+        sums = torch.tensor([loss, correct1, correct5, count], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(sums)
+        loss, correct1, correct5, count = sums.tolist()
     n = max(count, 1.0)
     return {"loss": loss / n, "top1": 100 * correct1 / n, "top5": 100 * correct5 / n}
 
@@ -226,8 +245,20 @@ def _check_data(arch: Arch, num_classes: int, input_size: int) -> None:
 
 
 # --- the loop ---------------------------------------------------------------------------------
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Train `cfg.arch`; returns the metrics also written to `out_dir/metrics.json`."""
+def train(cfg: TrainConfig, ctx: DistContext | None = None) -> dict[str, Any]:
+    """Train `cfg.arch`; returns the metrics also written to `out_dir/metrics.json`.
+
+    Under torchrun (or with a distributed `ctx`) every rank runs this: the model is wrapped
+    in DDP, each rank trains on its shard (`data.batch_size` is per rank), and rank 0 alone
+    logs and writes files. Every rank loads `last.pt` on resume."""
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        raise TrainError(f"precision={cfg.precision!r}: use fp32, bf16 or fp16")
+    if ctx is None:
+        if int(os.environ.get("WORLD_SIZE") or 1) > 1:  # under torchrun: join the job
+            ctx = init_distributed(cfg.device)
+        else:
+            ctx = DistContext(device=resolve_device(cfg.device))
+    main = ctx.is_main
     arch = Arch.load(cfg.arch)
     out = Path(cfg.out_dir)
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -248,7 +279,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         else:
             log.info("resume=true but %s does not exist yet: starting a new run", last_path)
 
-    device = resolve_device(cfg.device)
+    barrier(ctx)  # every rank checked out_dir before rank 0 writes into it
+    device = ctx.device
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -260,7 +292,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         data_cfg = dataclasses.replace(data_cfg, heldout_per_class=0)
     splits = build_datasets(data_cfg)
     _check_data(arch, splits.num_classes, splits.input_size)
-    loaders = build_loaders(splits, data_cfg)
+    loaders = build_loaders(splits, data_cfg, distributed=ctx.is_distributed)
     steps_per_epoch = len(loaders.train)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = round(cfg.optim.warmup_epochs * steps_per_epoch)
@@ -268,6 +300,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     o = cfg.optim
     groups = param_groups(model, o.weight_decay, o.decay_norm_and_bias)
     optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+    precision = cfg.precision
+    if precision != "fp32" and device.type != "cuda":
+        log.warning("precision=%s applies on CUDA only; training fp32 on %s", precision, device)
+        precision = "fp32"
+    scaler = make_grad_scaler(precision, device)  # type: ignore[arg-type]
     ema = None
     if cfg.ema.enabled:
         from timm.utils import ModelEmaV3
@@ -297,22 +334,32 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 ema.load_state_dict(resume_state["ema"])
         epoch, batch, step = resume_state["epoch"], resume_state["batch"], resume_state["step"]
         best, history = resume_state["best"], resume_state["history"]
+        if resume_state.get("scaler"):
+            scaler.load_state_dict(resume_state["scaler"])
         _set_rng_state(resume_state["rng"])
         loaders.train.generator.set_state(resume_state["loader_generator"])
-        log.info("resumed from %s at epoch %d, batch %d (step %d)", last_path, epoch, batch, step)
+        if main:
+            log.info(
+                "resumed from %s at epoch %d, batch %d (step %d)", last_path, epoch, batch, step
+            )
+    broadcast_parameters(model, ctx)  # ranks start equal (same seed or checkpoint)
+    net = wrap_ddp(model, ctx)  # trains; `model` (the plain module) is saved and evaluated
 
-    out.mkdir(parents=True, exist_ok=True)
-    arch.save(out / "arch.json")
-    write_json_atomic(out / "config.json", asdict(cfg))
     info = {k: v if v is None else str(v) for k, v in run_info().items()}  # plain str: weights_only
-    write_json_atomic(out / "run_info.json", info)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        arch.save(out / "arch.json")
+        write_json_atomic(out / "config.json", asdict(cfg))
+        write_json_atomic(out / "run_info.json", info)
     writer = None
-    if cfg.tensorboard:
+    if cfg.tensorboard and main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(out / "tb"), purge_step=step or None)
 
     def checkpoint(path: Path) -> None:
+        if not main:
+            return
         save_checkpoint(
             path,
             {
@@ -328,6 +375,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 "model": model.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
                 "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
                 "scheduler": {"name": "warmup_cosine", "step": step, "total": total_steps},
                 "rng": _rng_state(),
                 "loader_generator": loaders.train.generator.get_state(),
@@ -337,7 +385,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         )
 
     def check_finite(loss_sum: torch.Tensor, n: int) -> float:
-        value = float(loss_sum) / max(n, 1)
+        """The mean loss so far over all ranks (a collective: every rank calls it at the
+        same steps, and all stop together on a non-finite loss)."""
+        value = float(reduce_mean(loss_sum, ctx)) / max(n, 1)
         if not math.isfinite(value):
             kept = (
                 f"the last good checkpoint is {last_path}"
@@ -351,11 +401,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             )
         return value
 
-    autocast = torch.autocast("cuda", torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
     stopped = False
     t_start = time.perf_counter()
     while epoch < cfg.epochs and not stopped:
-        model.train()
+        net.train()
         sampler = loaders.train.sampler
         sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         sampler.start = batch * data_cfg.batch_size  # type: ignore[attr-defined]
@@ -368,13 +417,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             lr = lr_at(step, total_steps, o, warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast:
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            with autocast_context(precision, device):  # type: ignore[arg-type]
+                loss = F.cross_entropy(net(x), y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
             if o.grad_clip is not None:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             if ema is not None:
                 ema.update(model, step=step)
             step, batch = step + 1, batch + 1
@@ -382,7 +433,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             loss_n += 1
             if step % cfg.log_every == 0:
                 value = check_finite(loss_sum, loss_n)
-                log.info("epoch %d step %d loss %.4f lr %.5f", epoch, step, value, lr)
+                if main:
+                    log.info("epoch %d step %d loss %.4f lr %.5f", epoch, step, value, lr)
                 if writer is not None:
                     writer.add_scalar("train/loss", value, step)
                     writer.add_scalar("train/lr", lr, step)
@@ -391,28 +443,30 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 check_finite(loss_sum, loss_n)
                 checkpoint(last_path)
             if stopped:
-                log.info("stopped at max_steps=%d (checkpoint %s)", cfg.max_steps, last_path)
+                if main:
+                    log.info("stopped at max_steps=%d (checkpoint %s)", cfg.max_steps, last_path)
                 break
         if stopped and batch < steps_per_epoch:
             break
         train_loss = check_finite(loss_sum, loss_n)
         epoch, batch = epoch + 1, 0
+        sync_buffers(model, ctx)  # BN stats: the mean over ranks (DDP left each its own)
         record: dict[str, Any] = {
             "epoch": epoch,
             "step": step,
             "train_loss": train_loss,
             "lr": lr_at(step - 1, total_steps, o, warmup_steps),
             "epoch_seconds": time.perf_counter() - t_epoch,
-            "test": evaluate(model, loaders.test, device),
+            "test": evaluate(model, loaders.test, device, ctx),
         }
         if ema is not None:
-            record["test_ema"] = evaluate(ema.module, loaders.test, device)
+            record["test_ema"] = evaluate(ema.module, loaders.test, device, ctx)
         history.append(record)
         value = record["test_ema" if ema is not None else "test"]["top1"]
         improved = best["value"] is None or value > best["value"]
         if improved:
             best.update(value=value, epoch=epoch)
-        log.info(
+        (log.info if main else log.debug)(
             "epoch %d/%d: train loss %.4f, test top1 %.2f%% (best %.2f%% @ %d)",
             epoch,
             cfg.epochs,
@@ -432,13 +486,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             checkpoint(best_path)
         metrics = _metrics(arch, model, splits.input_shape, best, history, step, epoch, cfg)
         metrics["train_seconds"] = time.perf_counter() - t_start
-        write_json_atomic(out / "metrics.json", metrics)
+        if main:
+            write_json_atomic(out / "metrics.json", metrics)
     if writer is not None:
         writer.close()
     metrics = _metrics(arch, model, splits.input_shape, best, history, step, epoch, cfg)
     metrics.update(train_seconds=time.perf_counter() - t_start, finished=epoch >= cfg.epochs)
     metrics["checkpoint"] = str(last_path)
-    write_json_atomic(out / "metrics.json", metrics)
+    if main:
+        write_json_atomic(out / "metrics.json", metrics)
+    barrier(ctx)  # the run's files are written when any rank returns
     return metrics
 
 

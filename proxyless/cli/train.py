@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
+
 import hydra
 from omegaconf import DictConfig
 
+from ..distributed import DistContext, run_distributed
 from ..train import TrainConfig, TrainError, train
 from ._common import config_dir, exit_on_user_error, fail, to_plain
 
@@ -14,14 +19,34 @@ PROG = "proxyless-train"
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @exit_on_user_error(PROG)
 def main(cfg: DictConfig) -> None:
-    try:
-        metrics = train(TrainConfig.from_dict(to_plain(cfg)))
-    except TrainError as e:  # NaN loss, a run dir to resume, a wrong config key
-        fail(PROG, str(e))
+    train_cfg = TrainConfig.from_dict(to_plain(cfg))
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:  # torchrun: one process per rank
+        metrics = run_distributed(lambda ctx: _train_rank(train_cfg, ctx), train_cfg.device)
+        if metrics is None:  # not rank 0
+            return
+    else:
+        try:
+            metrics = train(train_cfg)
+        except TrainError as e:  # NaN loss, a run dir to resume, a wrong config key
+            fail(PROG, str(e))
     best = metrics["best"]
     if best["value"] is not None:
         print(f"best test top-1 {best['value']:.2f}% at epoch {best['epoch']} ({best['source']})")
     print(f"checkpoint: {metrics['checkpoint']}")
+
+
+def _train_rank(train_cfg: TrainConfig, ctx: DistContext) -> dict | None:
+    """One rank of a torchrun job: rank 0's out_dir for all (the default is timestamped,
+    which may differ by a second between ranks); metrics returned on rank 0 only."""
+    import torch.distributed as dist
+
+    box = [train_cfg.out_dir]
+    dist.broadcast_object_list(box, src=0)
+    train_cfg = dataclasses.replace(train_cfg, out_dir=box[0])
+    if not ctx.is_main:
+        logging.getLogger("proxyless").setLevel(logging.WARNING)
+    metrics = train(train_cfg, ctx)
+    return metrics if ctx.is_main else None
 
 
 if __name__ == "__main__":
