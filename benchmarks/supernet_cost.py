@@ -262,7 +262,7 @@ def main() -> None:
 
     rounds = args.rounds or (3 if args.quick else 12)
     warmup = 1 if args.quick else 2
-    draws = 4 if args.quick else 20
+    draws = 2 if args.quick else 20
     t_start = time.perf_counter()
     emit(
         {
@@ -275,7 +275,7 @@ def main() -> None:
                 "ratios = median of per-round ratios",
                 "memory": "fresh process per (space, config), profiler allocator peak",
                 "quick": args.quick,
-                "reduced": "rounds 12->3, warmup 2->1, subsample draws 20->4 (batch sizes kept)"
+                "reduced": "rounds 12->3, warmup 2->1, subsample draws 20->2 (batch sizes kept)"
                 if args.quick
                 else None,
             }

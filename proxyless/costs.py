@@ -17,16 +17,22 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from latency.errors import MissingKeyError, TableError
 from latency.keys import OpKey
 from latency.table import LatencyTable
 
 from . import latency_bridge as bridge
+from .arch import Arch
 from .space import SearchSpace
+
+log = logging.getLogger(__name__)
 
 COST_KINDS = ("lut", "profile", "flops", "params")
 # Unit → factor from the base unit of its kind (ms, MFLOPs, Kparams). mul_log needs T > 1,
@@ -215,3 +221,27 @@ def layer_costs(space: SearchSpace, cfg: CostConfig) -> SpaceCosts:
     else:
         costs = _profiled_costs(space, cfg)
     return costs.scaled(cfg.scale, cfg.unit)  # type: ignore[arg-type]
+
+
+def measured_latency(arch: Arch, cfg: CostConfig) -> float | None:
+    """The derived network's end-to-end latency on this machine, in `cfg.unit`, measured on
+    the table's backend, batch, threads and protocol; None for FLOPs/params costs or a
+    table whose backend cannot run here (a phone's, or CUDA without a GPU)."""
+    from latency.protocol import Protocol
+
+    if cfg.kind == "profile":
+        backend, batch, threads, protocol = cfg.backend, cfg.batch, cfg.threads, None
+    elif cfg.kind == "lut":
+        h = load_table(cfg).header
+        backend, batch, threads = h.backend, h.batch, h.threads
+        protocol = Protocol.from_dict(h.protocol) if h.protocol else None
+    else:
+        return None
+    if backend not in ("torch-cpu", "ort-cpu") and not torch.cuda.is_available():
+        return None
+    try:
+        ms = bridge.measure_arch(arch, str(backend), batch, threads, protocol)
+    except (KeyError, RuntimeError) as e:  # e.g. a backend name this machine lacks
+        log.warning("could not measure the derived arch on %s: %s", backend, e)
+        return None
+    return ms * cfg.scale

@@ -18,7 +18,7 @@ import torch
 
 from .mixed_op import MixedLayer
 from .ops import MBConv
-from .recompute import mbconv_outputs
+from .recompute import inner_products
 
 Objective = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -107,10 +107,8 @@ def gate_inner_products(
         if not subset and y_active is not None and layer.active in members:
             dg[members.index(layer.active)] = torch.vdot(grad.flatten(), y_active.flatten())
         ops = [layer.candidates[j] for _, j in todo]
-        outs = mbconv_outputs([op for op in ops if isinstance(op, MBConv)], x)
-        for (k, _), out in zip(todo, outs, strict=True):
-            dg[k] = torch.vdot(grad.flatten(), out.flatten())
-            del out
+        assert all(isinstance(op, MBConv) for op in ops)
+        dg[[k for k, _ in todo]] = inner_products(ops, x, grad)  # type: ignore[arg-type]
     return dg * scale if subset else dg
 
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from . import search_state as ckpt
 from .arch import Arch
+from .costs import measured_latency
 from .distributed import (
     DistContext,
     SyncedOptimizer,
@@ -320,10 +321,12 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
     sync_buffers(net, ctx)
     test_acc = evaluate(net, loaders.test, device, paths, ctx)
     params_m, mflops = derived_stats(arch)
+    measured = measured_latency(arch, cfg.hardware) if main else None
     metrics = {
         "arch": arch.block_strings(),
         "expected_cost": float(net.expected_cost().detach()),
         "derived_cost": costs.cost_of(paths),
+        "measured_latency": measured,
         "target": target,
         "unit": costs.unit,
         "min_cost": costs.min_cost(),

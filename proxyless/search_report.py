@@ -84,6 +84,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         ("derived arch", " ".join(metrics["arch"])),
         ("expected cost E[cost]", f"{num(metrics['expected_cost'])} {unit}"),
         ("derived arch cost", f"{num(metrics['derived_cost'])} {unit}"),
+        ("measured on this machine", f"{num(metrics.get('measured_latency'))} {unit}"),
         ("target", f"{num(metrics['target'])} {unit}"),
         ("cost range of space", f"{num(metrics['min_cost'])} … {num(metrics['max_cost'])} {unit}"),
         ("params (derived)", f"{num(metrics['params_m'], '.4f')} M"),
