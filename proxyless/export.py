@@ -13,11 +13,9 @@ True
 
 from __future__ import annotations
 
-import io
 import logging
 import statistics
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,13 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from latency.onnx_export import INPUT_NAME, export_onnx
+
 from .arch import Arch
 from .io import load_checkpoint, run_info, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx",)
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
+OUTPUT_NAME = "logits"
 
 
 class ExportError(RuntimeError):
@@ -130,39 +130,10 @@ def calibrate_bn(model: nn.Module, channels: int, size: int, batches: int = 2) -
 
 # --- ONNX ---------------------------------------------------------------------------------------
 def to_onnx(model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: bool) -> bytes:
-    """ONNX bytes via the TorchScript exporter (`dynamo=False`, still supported in 2.14).
-
-    It is fast and needs no onnxscript; the dynamo exporter is the fallback if it fails.
-    """
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation warning
-        try:
-            torch.onnx.export(
-                model,
-                (example,),
-                buf,
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=axes,
-            )
-            return buf.getvalue()
-        except Exception as legacy_error:  # pragma: no cover - legacy exporter removed
-            log.warning("dynamo=False export failed (%s); trying the dynamo exporter", legacy_error)
-            shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                opset_version=max(opset, 18),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=shapes,
-            )
-            return program.model_proto.SerializeToString()
+    """ONNX bytes, exported exactly as the latency tables' ORT entries are."""
+    return export_onnx(
+        model, example, opset=opset, dynamic_batch=dynamic_batch, output_name=OUTPUT_NAME
+    )
 
 
 def check_onnx(data: bytes) -> None:
