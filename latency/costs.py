@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +38,15 @@ def expected_cost(
     return total
 
 
+def _fvcore_nn() -> Any:
+    """fvcore.nn, imported without the torch.jit deprecation warning its import triggers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import fvcore.nn
+
+    return fvcore.nn
+
+
 def flops(module: nn.Module, example_input: Tensor) -> int:
     """fvcore's count: one multiply-add counts as one flop (so it is really MACs)."""
     was_training = module.training
@@ -44,9 +54,7 @@ def flops(module: nn.Module, example_input: Tensor) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation in fvcore
-            from fvcore.nn import FlopCountAnalysis
-
-            fca = FlopCountAnalysis(module, (example_input,))
+            fca = _fvcore_nn().FlopCountAnalysis(module, (example_input,))
             fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             return int(fca.total())
     finally:
@@ -55,9 +63,7 @@ def flops(module: nn.Module, example_input: Tensor) -> int:
 
 def params(module: nn.Module) -> int:
     """Number of parameters (fvcore's parameter_count, shared tensors counted once)."""
-    from fvcore.nn import parameter_count
-
-    return int(parameter_count(module)[""])
+    return int(_fvcore_nn().parameter_count(module)[""])
 
 
 class LatencyAnalysis:

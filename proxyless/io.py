@@ -7,36 +7,16 @@ previous file intact. Checkpoints hold only tensors and plain Python values, so 
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import platform
 import subprocess
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
-
-def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    _write_atomic(path, lambda f: f.write(data))
+from latency._io import atomic_write_bytes as write_bytes_atomic
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -48,7 +28,9 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    _write_atomic(path, lambda f: torch.save(state, f))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 class CheckpointError(ValueError):
