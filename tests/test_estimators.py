@@ -29,8 +29,15 @@ def _linear_loss_grad(layer, estimator, x, w):
 
 
 @pytest.mark.parametrize("residual", [True, False])
-def test_all_paths_equals_exact_mixture_gradient_for_every_active_path(residual):
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_all_paths_equals_exact_mixture_gradient_for_every_active_path(residual, train_mode):
     layer = _layer(residual)
+    if not train_mode:  # BatchNorm on running statistics: the re-runs must fold those instead
+        layer.train()
+        for _ in range(3):
+            for op in layer.candidates:
+                op(torch.randn(8, layer.spec.in_channels, layer.spec.in_size, layer.spec.in_size))
+        layer.eval()
     spec = layer.spec
     x = torch.randn(4, spec.in_channels, spec.in_size, spec.in_size)
     w = torch.randn(4, spec.out_channels, spec.out_size, spec.out_size)
