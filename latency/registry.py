@@ -1,4 +1,5 @@
-"""A tiny decorator registry, used only at real extension points (latency backends).
+"""A tiny decorator registry, used only at real extension points (latency backends,
+arch-gradient estimators).
 
 >>> COLORS: Registry[type] = Registry("color")
 >>> @COLORS.register("red")
@@ -10,7 +11,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -38,6 +39,10 @@ class Registry(Generic[T]):
             raise KeyError(
                 f"no {name!r} in the {self.name} registry; choose one of {sorted(self._items)}"
             ) from None
+
+    def build(self, name: str, **kwargs: Any) -> Any:
+        """Registries of classes: look up `name` and instantiate it with `kwargs`."""
+        return self.get(name)(**kwargs)  # type: ignore[operator]
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

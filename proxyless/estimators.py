@@ -5,8 +5,8 @@ global mode. Binary gates g are a one-hot sample of p = softmax(α); the BinaryC
 gradient is ``∂L/∂α_i = Σ_j ∂L/∂g_j · p_j (δ_ij − p_i)`` with ``∂L/∂g_j = ⟨∂L/∂y, o_j(x)⟩``.
 
 >>> est = ESTIMATORS.build("all_paths")
->>> est.name, est.needs_graph
-('all_paths', True)
+>>> ESTIMATORS.names(), est.needs_graph
+(['all_paths', 'darts', 'reinforce', 'two_path'], True)
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from latency.registry import Registry
+
 from .mixed_op import MixedLayer
 from .ops import MBConv
 from .recompute import inner_products
@@ -23,38 +25,12 @@ from .recompute import inner_products
 Objective = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-class Registry:
-    """A name → class table used as a decorator; refuses duplicates, names itself in errors."""
-
-    def __init__(self, name: str) -> None:
-        self.name, self._items = name, dict[str, type]()
-
-    def register(self, cls: type) -> type:
-        key = cls.name  # type: ignore[attr-defined]
-        if key in self._items:
-            raise KeyError(f"{key!r} is already registered in {self.name}")
-        self._items[key] = cls
-        return cls
-
-    def build(self, key: str, **kwargs: Any) -> Any:
-        if key not in self._items:
-            raise KeyError(f"no {key!r} in {self.name}; choose one of {sorted(self._items)}")
-        return self._items[key](**kwargs)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
-    def names(self) -> list[str]:
-        return sorted(self._items)
-
-
-ESTIMATORS = Registry("estimators")
+ESTIMATORS: Registry[type[Estimator]] = Registry("estimator")
 
 
 class Estimator:
     """Base: sample gates, run a layer, turn the task loss into the loss to backpropagate."""
 
-    name: ClassVar[str]
     needs_graph: ClassVar[bool] = True
 
     def sample(self, layers: Iterable[MixedLayer], generator: torch.Generator | None) -> None:
@@ -116,10 +92,10 @@ class _BinaryGate(torch.autograd.Function):
     """Identity on the active output; backward turns ⟨∂L/∂y, o_j(x)⟩ into ∂L/∂α."""
 
     @staticmethod
-    def forward(ctx: Any, alpha, x, y_active, layer, members, probs_fn, est):  # type: ignore[override]
-        out = x + y_active if layer.residual else y_active.clone()
+    def forward(ctx: Any, alpha, x, y_active, layer, members, probs_fn, subsample):  # type: ignore[override]
+        out = x + y_active if layer.residual else y_active
         ctx.save_for_backward(alpha, x, out)
-        ctx.layer, ctx.members, ctx.probs_fn, ctx.est = layer, members, probs_fn, est
+        ctx.layer, ctx.members, ctx.probs_fn, ctx.subsample = layer, members, probs_fn, subsample
         # backward runs outside autocast; re-enter the forward's state for the re-runs
         dt = x.device.type
         ctx.amp = (dt, torch.is_autocast_enabled(dt), torch.get_autocast_dtype(dt))
@@ -132,9 +108,7 @@ class _BinaryGate(torch.autograd.Function):
         y_active = None if layer.is_zero(layer.active) else (out - x if layer.residual else out)
         device_type, enabled, dtype = ctx.amp
         with torch.autocast(device_type, dtype=dtype, enabled=enabled):
-            dg = gate_inner_products(
-                layer, x, grad, y_active, ctx.members, ctx.est.batch_fraction, ctx.est.generator
-            )
+            dg = gate_inner_products(layer, x, grad, y_active, ctx.members, *ctx.subsample)
         p = ctx.probs_fn(alpha)  # probabilities over `members`
         d_members = p * (dg - (dg * p).sum())
         d_alpha = torch.zeros_like(alpha)
@@ -148,12 +122,10 @@ def _active_output(layer: MixedLayer, x: torch.Tensor) -> torch.Tensor:
     return layer.candidates[layer.active](x)
 
 
-@ESTIMATORS.register
+@ESTIMATORS.register("all_paths")
 class AllPaths(Estimator):
     """Memory-light exact estimator (official `full_v2`): one path forward, others re-run in
     backward under no_grad. Set `batch_fraction` < 1 for a cheaper, noisier estimate."""
-
-    name = "all_paths"
 
     def __init__(self, batch_fraction: float = 1.0, generator: torch.Generator | None = None):
         if not 0.0 < batch_fraction <= 1.0:
@@ -163,7 +135,13 @@ class AllPaths(Estimator):
     def forward(self, layer: MixedLayer, x: torch.Tensor) -> torch.Tensor:
         members = list(range(layer.num_candidates))
         return _BinaryGate.apply(
-            layer.alpha, x, _active_output(layer, x), layer, members, _softmax, self
+            layer.alpha,
+            x,
+            _active_output(layer, x),
+            layer,
+            members,
+            _softmax,
+            (self.batch_fraction, self.generator),
         )
 
 
@@ -171,14 +149,10 @@ def _softmax(a: torch.Tensor) -> torch.Tensor:
     return torch.softmax(a, dim=0)
 
 
-@ESTIMATORS.register
+@ESTIMATORS.register("two_path")
 class TwoPath(Estimator):
     """Sample two candidates from p, gate between them with p renormalised over the pair,
     and after the update shift the pair's α so unsampled probabilities stay unchanged."""
-
-    name = "two_path"
-    batch_fraction = 1.0
-    generator = None
 
     def sample(self, layers: Iterable[MixedLayer], generator: torch.Generator | None) -> None:
         for layer in layers:
@@ -197,7 +171,7 @@ class TwoPath(Estimator):
             return torch.softmax(alpha[pair], dim=0)
 
         return _BinaryGate.apply(
-            layer.alpha, x, _active_output(layer, x), layer, pair, pair_probs, self
+            layer.alpha, x, _active_output(layer, x), layer, pair, pair_probs, (1.0, None)
         )
 
     def after_step(self, layers: Iterable[MixedLayer]) -> None:
@@ -211,12 +185,11 @@ class TwoPath(Estimator):
                 new[pair] -= torch.logsumexp(new[pair], 0) - torch.logsumexp(old[pair], 0)
 
 
-@ESTIMATORS.register
+@ESTIMATORS.register("reinforce")
 class Reinforce(Estimator):
     """Score-function estimator for non-differentiable objectives, with a moving baseline:
     loss = (value − b) · Σ_layers log p(g). The objective sees the *sampled* arch's cost."""
 
-    name = "reinforce"
     needs_graph = False
 
     def __init__(self, baseline_decay: float = 0.99) -> None:
@@ -239,11 +212,9 @@ class Reinforce(Estimator):
         return advantage * log_prob  # type: ignore[operator]
 
 
-@ESTIMATORS.register
+@ESTIMATORS.register("darts")
 class Darts(Estimator):
     """Full softmax mixture y = Σ p_j o_j(x): every path runs with autograd (the baseline)."""
-
-    name = "darts"
 
     def sample(self, layers: Iterable[MixedLayer], generator: torch.Generator | None) -> None:
         """Nothing to sample: all paths run."""
