@@ -90,13 +90,14 @@ def _env_int(name: str, default: int) -> int:
     return default if value in (None, "") else int(value)
 
 
-def _resolve_device(device: str, local_rank: int) -> torch.device:
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """`auto|cpu|cuda|cuda:N` → a device; a torchrun rank without an index gets its local GPU."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DistributedError(f"device={device!r} but CUDA is not available")
+            raise DistributedError(f"device={device!r} but CUDA is not available; use device=cpu")
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     return dev
@@ -110,7 +111,7 @@ def init_distributed(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S)
     """
     world = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    dev = _resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank)
     if world == 1 and not dist.is_initialized():
         return DistContext(device=dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"

@@ -132,6 +132,11 @@ class AllPaths(Estimator):
             raise ValueError(f"batch_fraction must be in (0, 1], got {batch_fraction}")
         self.batch_fraction, self.generator = batch_fraction, generator
 
+    def sample(self, layers: Iterable[MixedLayer], generator: torch.Generator | None) -> None:
+        super().sample(layers, generator)
+        if generator is not None:  # batch subsamples follow the step's seed like the paths
+            self.generator = generator
+
     def forward(self, layer: MixedLayer, x: torch.Tensor) -> torch.Tensor:
         members = list(range(layer.num_candidates))
         return _BinaryGate.apply(

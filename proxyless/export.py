@@ -202,7 +202,7 @@ def time_calls(run: Callable[[], object], warmup: int, repeats: int, sync: Calla
 def measure(
     model: nn.Module, data: bytes, x: torch.Tensor, cfg: ExportConfig, threads: int
 ) -> dict[str, Any]:
-    from .train import resolve_device
+    from .distributed import resolve_device
 
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .distributed import (
     broadcast_parameters,
     init_distributed,
     reduce_mean,
+    step_generator,
     sync_buffers,
 )
 from .io import write_json_atomic
@@ -50,7 +50,6 @@ from .search_setup import (
     adopt_saved_costs,
     build_parts,
     prepare_run_dir,
-    resolve_device,
 )
 from .search_state import SearchError
 from .steps import arch_step, weight_step
@@ -67,14 +66,6 @@ class SearchResult:
     arch: Arch
     net: SuperNet
     run_dir: Path
-
-
-def _context(cfg: SearchConfig, ctx: DistContext | None) -> DistContext:
-    if ctx is not None:
-        return ctx
-    if int(os.environ.get("WORLD_SIZE") or 1) > 1:  # under torchrun: join the job
-        return init_distributed(cfg.device)
-    return DistContext(device=resolve_device(cfg.device))
 
 
 def _dump_rank(cfg: SearchConfig, ctx: DistContext, net: SuperNet) -> None:
@@ -111,7 +102,7 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
     generator), weight and α gradients are averaged before each optimizer step, and only
     rank 0 logs and writes files. `data.batch_size` is per rank."""
     t0 = time.time()
-    ctx = _context(cfg, ctx)
+    ctx = ctx or init_distributed(cfg.device)  # joins a torchrun job, else one process
     main = ctx.is_main
     run_dir, last_path, resuming = _prepare_run_dir(cfg)
     config_dict = cfg.to_dict()
@@ -237,7 +228,7 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
                 if progress.step_in_epoch >= per_epoch:
                     break
                 step = progress.global_step + 1
-                gen = ckpt.step_generator(cfg.seed, step)
+                gen = step_generator(cfg.seed, step)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if cfg.debug.inject_nan_at_step == step:
                     x = torch.full_like(x, float("nan"))
@@ -251,8 +242,6 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
                 if not warm and (progress.step_in_epoch + 1) % sch.arch_every == 0:
                     hx, hy = next(heldout)  # type: ignore[arg-type]
                     hx, hy = hx.to(device, non_blocking=True), hy.to(device, non_blocking=True)
-                    if hasattr(estimator, "generator"):
-                        estimator.generator = gen
                     with amp():
                         task, aloss = arch_step(net, estimator, hx, hy, a_step_opt, gen, objective)
                     ckpt.check_finite(aloss, "arch-step", step, epoch, last_path)

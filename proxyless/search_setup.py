@@ -42,14 +42,6 @@ class Parts:
     total_epochs: int
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SearchError(f"device={name!r} but no CUDA device is visible; use device=cpu")
-    return torch.device(name)
-
-
 def weight_optimizer(net: SuperNet, cfg: SearchConfig) -> torch.optim.SGD:
     """SGD Nesterov. BN affine parameters and biases get no weight decay (when configured):
     sampled paths train them for a fraction of the steps, and decaying scale/shift of

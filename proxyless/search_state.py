@@ -40,12 +40,6 @@ class Progress:
     step_in_epoch: int = 0
 
 
-def step_generator(seed: int, global_step: int) -> torch.Generator:
-    """The path-sampling generator of one step: a pure function of (seed, step), so resumed
-    runs and all DDP ranks draw the same paths without sharing any state."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + global_step) % (2**63 - 1))
-
-
 def estimator_state(estimator: Any) -> dict[str, Any]:
     """Plain scalar attributes of an estimator (e.g. the REINFORCE moving baseline)."""
     return {

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import random
 import time
 import typing
@@ -133,15 +132,6 @@ def config_from_dict(cls: Any, d: Any, prefix: str = "") -> Any:
 
 
 # --- building blocks ------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError(f"device={name!r} but CUDA is not available; use device=cpu or auto")
-    return device
-
-
 def build_model(arch: Arch, from_search: str | Path | None = None) -> nn.Module:
     """The standalone net; with `from_search`, chosen ops inherit the supernet's weights."""
     if from_search is None:
@@ -253,11 +243,7 @@ def train(cfg: TrainConfig, ctx: DistContext | None = None) -> dict[str, Any]:
     logs and writes files. Every rank loads `last.pt` on resume."""
     if cfg.precision not in ("fp32", "bf16", "fp16"):
         raise TrainError(f"precision={cfg.precision!r}: use fp32, bf16 or fp16")
-    if ctx is None:
-        if int(os.environ.get("WORLD_SIZE") or 1) > 1:  # under torchrun: join the job
-            ctx = init_distributed(cfg.device)
-        else:
-            ctx = DistContext(device=resolve_device(cfg.device))
+    ctx = ctx or init_distributed(cfg.device)  # joins a torchrun job, else one process
     main = ctx.is_main
     arch = Arch.load(cfg.arch)
     out = Path(cfg.out_dir)

@@ -38,9 +38,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
     ValueError covers DataError, CostError, ConfigError, ObjectiveError, ArchError,
     CheckpointError and TableError; KeyError the registries' "no 'x' in estimators".
     """
+    from ..distributed import DistributedError
+    from ..export import ExportError
     from ..search import SearchError
+    from ..train import TrainError
 
     return (
+        DistributedError,
+        ExportError,
+        TrainError,
         ValueError,
         KeyError,
         MissingKeyError,

@@ -10,8 +10,8 @@ import hydra
 from omegaconf import DictConfig
 
 from ..distributed import DistContext, run_distributed
-from ..train import TrainConfig, TrainError, train
-from ._common import config_dir, exit_on_user_error, fail, to_plain
+from ..train import TrainConfig, train
+from ._common import config_dir, exit_on_user_error, to_plain
 
 PROG = "proxyless-train"
 
@@ -25,10 +25,7 @@ def main(cfg: DictConfig) -> None:
         if metrics is None:  # not rank 0
             return
     else:
-        try:
-            metrics = train(train_cfg)
-        except TrainError as e:  # NaN loss, a run dir to resume, a wrong config key
-            fail(PROG, str(e))
+        metrics = train(train_cfg)
     best = metrics["best"]
     if best["value"] is not None:
         print(f"best test top-1 {best['value']:.2f}% at epoch {best['epoch']} ({best['source']})")
