@@ -26,8 +26,10 @@ def profile(
     profile_command: str = "",
     save_to: str | os.PathLike[str] | None = None,
     chunk: int = 0,
+    force: bool = False,
 ) -> LatencyTable:
     """Measure the keys of `items` missing from `table`; return the completed table.
+    `force` extends a table measured with another backend, device or thread count.
 
     `items` maps a key to a builder returning `(module, example_input)`; only missing keys
     are built. `chunk` > 0 measures that many keys at a time (bounded memory, and with
@@ -36,7 +38,7 @@ def profile(
     backend = get_backend(backend) if isinstance(backend, str) else backend
     fields = backend.header_fields()
     if table is not None:
-        protocol = _check_resumable(table, fields, protocol)
+        protocol = _check_resumable(table, fields, protocol, force)
         todo = table.missing(items)
         result = LatencyTable(table.header.copy(), dict(table.entries))
     else:
@@ -84,16 +86,19 @@ def profile(
             result.add(k, entry)
         if save_to is not None:
             result.save(save_to)
-    if result is None:  # nothing given, nothing measured: an empty table is still valid
+    if result is None:  # no items and no table: there is nothing to return
         raise TableError("profile() got no items and no table; give at least one item")
     return result
 
 
-def _check_resumable(table: LatencyTable, fields: dict, protocol: Protocol | None) -> Protocol:
-    """Refuse to extend a table measured elsewhere or otherwise: its sums would mix setups."""
+def _check_resumable(
+    table: LatencyTable, fields: dict, protocol: Protocol | None, force: bool = False
+) -> Protocol:
+    """Refuse to extend a table measured elsewhere or otherwise (its sums would mix setups)
+    unless `force`; the protocol must match in any case."""
     h = table.header
     for name in ("backend", "device", "threads"):
-        if getattr(h, name) != fields[name]:
+        if getattr(h, name) != fields[name] and not force:
             raise TableError(
                 f"cannot resume a table measured with {name}={getattr(h, name)!r} using "
                 f"{name}={fields[name]!r}; use the same setup or start a new table file"

@@ -7,7 +7,6 @@ others; the noise floor (the same networks measured twice) says how good agreeme
 
 from __future__ import annotations
 
-import inspect
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -78,10 +77,8 @@ def validate(
     builders = {n.name: n.build for n in networks}
     predicted = {n.name: table.predict(n.keys) for n in networks}
     # Both passes time the same prepared runs (one ONNX export per network, not two).
-    extra: dict[str, Any] = {}
-    if "prepared" in inspect.signature(measure).parameters:
-        extra["prepared"] = {}
-    first = measure(builders, backend, protocol, progress=progress, **extra)
+    prepared: dict[str, Any] = {}
+    first = measure(builders, backend, protocol, progress=progress, prepared=prepared)
     measured = {k: first[k].median_ms for k in names}
     pred = [predicted[k] for k in names]
     summary: dict[str, Any] = {
@@ -92,7 +89,7 @@ def validate(
     }
     rows = [{"name": k, "predicted_ms": predicted[k], "measured_ms": measured[k]} for k in names]
     if noise_floor:
-        again = measure(builders, backend, protocol, progress=progress, **extra)
+        again = measure(builders, backend, protocol, progress=progress, prepared=prepared)
         summary["noise_floor"] = metrics(
             [measured[k] for k in names], [again[k].median_ms for k in names]
         )

@@ -7,9 +7,7 @@ classifier), so the sum of a network's entries predicts the whole network.
 
 from __future__ import annotations
 
-import shlex
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -182,11 +180,6 @@ def arch_network(arch: Arch, name: str, batch: int = 1) -> Network:
     return Network(name, build, arch_keys(arch))
 
 
-def profile_command(overrides: Sequence[str]) -> str:
-    """The command line that (re)builds a table: recorded in its header for error messages."""
-    return "proxyless-profile " + " ".join(shlex.quote(o) for o in overrides)
-
-
 def profile_space_table(
     space: SearchSpace,
     backend: str,
@@ -197,17 +190,17 @@ def profile_space_table(
     progress: bool | None = None,
     command: str = "",
     force: bool = False,
-    profile_fn: Callable[..., LatencyTable] | None = None,
 ) -> LatencyTable:
-    """Build or extend (resumably) the table of every key of `space` at `path`."""
+    """Build or extend (resumably) the table of every key of `space` at `path`; `force`
+    extends a table measured with another backend, device or thread count."""
     from latency.backends import get_backend
     from latency.profile import profile
 
     path = Path(path)
     be = get_backend(backend, threads=threads)
-    table = LatencyTable.load(path, force=force) if path.exists() else None
+    table = LatencyTable.load(path) if path.exists() else None
     progress = sys.stderr.isatty() if progress is None else progress
-    result = (profile_fn or profile)(
+    return profile(
         space_items(space, batch),
         be,
         table,
@@ -216,8 +209,8 @@ def profile_space_table(
         profile_command=command,
         save_to=path,
         chunk=16,
+        force=force,
     )
-    return result
 
 
 def measure_arch(

@@ -53,6 +53,8 @@ def test_profile_refuses_mixed_setups(items, fast) -> None:
         profile(items, "torch-cpu", table, protocol=Protocol(rounds=9), progress=False)
     with pytest.raises(TableError, match="backend"):
         profile(items, "ort-cpu", table, progress=False)
+    forced = profile(items, "ort-cpu", table, progress=False, force=True)
+    assert set(forced.entries) == set(items) and forced.header.backend == "torch-cpu"
     big = {"conv_big": lambda: (torch.nn.Identity(), torch.randn(4, 2, 8, 8))}
     with pytest.raises(TableError, match="batch"):
         profile(big, "torch-cpu", table, progress=False)

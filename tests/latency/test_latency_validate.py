@@ -23,7 +23,7 @@ class FakeBackend:
 def fake_measure(factor: list[float]):
     """First call returns MEASURED, the second MEASURED × 1.1 (a noisy repeat)."""
 
-    def measure(builders, backend, protocol, progress=True):
+    def measure(builders, backend, protocol, progress=True, prepared=None):
         f = factor.pop(0)
         return {k: Entry(MEASURED[k] * f, 0.0, 0.0, 1) for k in builders}
 
