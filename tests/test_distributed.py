@@ -221,9 +221,7 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path: Path) -> None:
 
 
 def test_a_failing_rank_stops_the_other_with_a_clear_error(tmp_path: Path) -> None:
-    start = time.monotonic()
-    results = _launch("worker_failure", tmp_path, timeout=60)
-    assert time.monotonic() - start < 60
+    results = _launch("worker_failure", tmp_path, timeout=60)  # a hang raises TimeoutExpired
     (code0, err0), (code1, err1) = results
     assert code1 != 0 and "rank 1 failed: ValueError: boom on purpose" in err1
     assert code0 != 0 and "rank 0 failed:" in err0, err0

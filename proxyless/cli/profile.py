@@ -167,12 +167,17 @@ def _bundle(cfg: DictConfig, command: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     items = space_items(space, int(cfg.batch))
     manifest = write_bundle(items, folder, int(cfg.batch), protocol=make_protocol(over, None))
-    if (runner := runner_path()) is not None:  # the folder alone is enough on the device
+    runner = runner_path()
+    if runner is not None:  # the folder alone is enough on the device
         shutil.copy2(runner, folder / "latency_runner.py")
     secs = time.perf_counter() - t0
     run = f"python latency_runner.py {shlex.quote(str(folder))} --out results.json --threads 1"
     print(f"{PROG}: bundle of {len(items)} models in {secs:.1f} s: {manifest}")
-    print("copy the folder to the device (it holds latency_runner.py) and run there:")
+    if runner is not None:
+        print("copy the folder to the device (it holds latency_runner.py) and run there:")
+    else:  # installed without the repository: scripts/ is not part of the package
+        print("copy the folder and scripts/latency_runner.py (from the proxyless repository,")
+        print("it needs only onnxruntime and numpy) to the device and run there:")
     print(f"  {run}")
     print("then copy results.json back and import it:")
     print(
