@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -285,6 +286,8 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
             if main:
                 net.derive().save(run_dir / "arch.json")
             checkpoint()
+            if main and cfg.checkpoint.keep_warmup and progress.epoch == sch.warmup_epochs:
+                shutil.copyfile(last_path, last_path.with_name("warmup.pt"))
             epochs_bar.set_postfix(cost=f"{stats['expected_cost']:.4g}")
             (log.info if main else log.debug)(
                 "epoch %d/%d %s: loss %.4f acc %.3f E[cost] %.4g %s (target %s) entropy %.3f",

@@ -82,6 +82,7 @@ class ScheduleConfig:
 @dataclass
 class CheckpointConfig:
     every_steps: int = 0  # besides every epoch; 0: epochs only
+    keep_warmup: bool = False  # also keep checkpoints/warmup.pt, the supernet after warmup
 
 
 @dataclass

@@ -10,10 +10,17 @@ from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset
 
-DATASETS = ("cifar10", "imagenet", "folder", "digits", "synthetic")
+DATASETS = ("cifar10", "imagenet", "folder", "digits", "clutter", "synthetic")
 
 # Spatial side used when `image_size` is None.
-DEFAULT_IMAGE_SIZE = {"cifar10": 32, "imagenet": 224, "folder": 224, "digits": 32, "synthetic": 32}
+DEFAULT_IMAGE_SIZE = {
+    "cifar10": 32,
+    "imagenet": 224,
+    "folder": 224,
+    "digits": 32,
+    "clutter": 32,
+    "synthetic": 32,
+}
 
 # Held-out images per class when `heldout_per_class` is None. ImageNet: 50 (the paper's
 # 50k split). CIFAR-10: 500 (10% of each class; the arch gradient is less noisy and 4500
@@ -23,6 +30,7 @@ DEFAULT_HELDOUT_PER_CLASS = {
     "imagenet": 50,
     "folder": 50,
     "digits": 20,
+    "clutter": 100,
     "synthetic": 8,
 }
 
@@ -58,6 +66,8 @@ class DataConfig:
     num_workers: int = 0
     pin_memory: bool | None = None  # None: True when CUDA is available
     seed: int = 0
+    clutter_train_samples: int = 12000  # before the held-out split
+    clutter_test_samples: int = 2000
     synthetic_num_classes: int = 10
     synthetic_train_samples: int = 512
     synthetic_test_samples: int = 128
@@ -73,6 +83,8 @@ class DataConfig:
             "eval_batch_size": self.eval_batch_size,
             "train_subset": self.train_subset,
             "test_subset": self.test_subset,
+            "clutter_train_samples": self.clutter_train_samples,
+            "clutter_test_samples": self.clutter_test_samples,
         }
         for key, value in positive.items():
             if value is not None and value < 1:

@@ -32,13 +32,13 @@ from .transforms import (
 
 
 class TensorImages(Dataset):
-    """Single-channel uint8 images kept in memory, served as 3-channel float in [0, 1].
+    """uint8 images kept in memory (N, 1 or 3, H, W), served as 3-channel float in [0, 1].
 
     uint8 and a lazy channel expand keep digits at 224 px under 100 MB.
     """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
-        self.images = images  # (N, 1, H, W) uint8
+        self.images = images  # (N, 1 | 3, H, W) uint8
         self.targets = targets.to(torch.int64).numpy()
 
     def __len__(self) -> int:
@@ -209,29 +209,67 @@ def _digits(cfg: DataConfig) -> _Source:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    size = cfg.resolved_image_size
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
     images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
-    full = TensorImages(images, torch.as_tensor(bunch.target))
+    targets = torch.as_tensor(bunch.target)
     train_idx, test_idx = class_balanced_split(
-        full.targets,
+        targets.numpy(),
         lambda n: max(1, round(cfg.test_fraction * n)),
         cfg.split_seed,
         what="data.test_fraction",
     )
-    train_px = images[torch.as_tensor(train_idx)].float() / 255.0  # stats from train only
-    mean, std = float(train_px.mean()), float(train_px.std())
-    mean3, std3 = (mean,) * 3, (std,) * 3
+    return _in_memory(
+        cfg, images, targets, train_idx, test_idx, [str(c) for c in bunch.target_names]
+    )
+
+
+def _in_memory(
+    cfg: DataConfig,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    classes: list[str],
+) -> _Source:
+    """uint8 images in memory, resized once to `image_size`, normalised with statistics of
+    the training rows only."""
+    size = cfg.resolved_image_size
+    if images.shape[-1] != size:
+        resized = F.interpolate(images.float(), size=(size, size), mode="bilinear")
+        images = resized.clamp(0, 255).round().to(torch.uint8)
+    full = TensorImages(images, targets)
+    train_px = images[torch.as_tensor(train_idx)].float() / 255.0
+    if images.shape[1] == 1:
+        mean, std = (float(train_px.mean()),) * 3, (float(train_px.std()),) * 3
+    else:
+        mean = tuple(train_px.mean(dim=(0, 2, 3)).tolist())
+        std = tuple(train_px.std(dim=(0, 2, 3)).tolist())
     return _Source(
         full,
         full,
         train_idx,
         test_idx,
-        [str(c) for c in bunch.target_names],
-        tensor_transforms(size, cfg.augment, mean3, std3),
-        mean3,
-        std3,
+        classes,
+        tensor_transforms(size, cfg.augment, mean, std),
+        mean,
+        std,
+    )
+
+
+def _clutter(cfg: DataConfig) -> _Source:
+    """The procedural silhouette × texture task (`proxyless.data.clutter`), generated from
+    `split_seed` (so the test set stays put when the search seed changes) and cached."""
+    from . import clutter
+
+    n_train, n_test = cfg.clutter_train_samples, cfg.clutter_test_samples
+    images, targets = clutter.load(n_train + n_test, cfg.split_seed, cfg.root)
+    return _in_memory(
+        cfg,
+        images,
+        targets,
+        np.arange(n_train),
+        np.arange(n_train, n_train + n_test),
+        list(clutter.CLASSES),
     )
 
 
@@ -256,6 +294,7 @@ _SOURCES = {
     "imagenet": _imagenet,
     "folder": _folder,
     "digits": _digits,
+    "clutter": _clutter,
     "synthetic": _synthetic,
 }
 

@@ -1,0 +1,700 @@
+"""Does the search find architectures better than random ones of the same latency?
+
+The NAS evaluation protocol, on any space and data group (defaults: the `tiny` space on the
+procedural `clutter` task, a CPU latency table profiled and cached on this machine):
+
+1. Ground truth: K random archs stratified over the space's latency range (by the table),
+   each trained from scratch with one fixed budget and S seeds. Cached on disk per
+   (space, data, budget, seed, table, arch), so later runs (and other methods) reuse it.
+2. Supernet ranking: at the end of warmup and at the end of the search, the K archs are
+   evaluated with inherited supernet weights (BatchNorm re-estimated per path on a few
+   training batches) on the held-out split → Kendall τ / Spearman ρ against ground truth.
+3. Searched archs: searches at 25 / 50 / 75 % of the latency range, S seeds each; each
+   derived arch trained from scratch with the same budget and seeds; compared with the
+   ground-truth archs within ±5 % latency (percentile, vs median, vs best) and with the
+   ground-truth Pareto front (interpolated).
+4. Baselines in the same run, at the middle target: the other estimators, and random
+   search given the wall time of one search (a supernet trained with uniform paths for the
+   search's epochs, then random archs within ±5 % of the target ranked by inherited
+   accuracy; the best is trained from scratch).
+
+Output: one JSON line per row on stdout (and in <out>/rows.jsonl), a last JSON summary line
+(also <out>/summary.json) and a Pareto plot <out>/pareto.png.
+
+    PYTHONPATH=. python benchmarks/search_quality.py --quick        # ≤10 min on 2 cores
+    PYTHONPATH=. python benchmarks/search_quality.py                # full, ≤60 min
+    PYTHONPATH=. python benchmarks/search_quality.py --data cifar10 --space cifar \
+        --set data.root=/data/cifar --workers 1 --device cuda       # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+# --- settings ------------------------------------------------------------------------------
+@dataclass
+class Budget:
+    """One fixed training budget for every arch trained from scratch."""
+
+    epochs: int = 4
+    lr: float = 0.1
+    train_subset: int | None = None
+
+
+@dataclass
+class SearchBudget:
+    warmup_epochs: int = 4
+    epochs: int = 8
+    arch_every: int = 2
+    arch_lr: float = 0.03
+
+
+@dataclass
+class Settings:
+    space: str = "tiny"
+    data: str = "clutter"
+    k: int = 24
+    seeds: int = 2
+    targets: tuple[float, ...] = (0.25, 0.5, 0.75)
+    estimators: tuple[str, ...] = ("all_paths", "two_path", "reinforce")
+    objective: str = "add_abs"
+    random_candidates: int = 24
+    calib_batches: int = 8
+    budget: Budget = field(default_factory=Budget)
+    search: SearchBudget = field(default_factory=SearchBudget)
+    overrides: tuple[str, ...] = ()  # extra Hydra overrides for search and train (data.*, …)
+    device: str = "auto"
+    threads: int = 1
+
+
+def quick_settings() -> Settings:
+    return Settings(
+        k=8,
+        seeds=1,
+        estimators=("all_paths",),
+        random_candidates=8,
+        budget=Budget(epochs=3, train_subset=4000),
+        search=SearchBudget(warmup_epochs=2, epochs=4),
+    )
+
+
+# --- Hydra configs (the same composition as the CLIs) ---------------------------------------
+def compose(name: str, overrides: list[str]) -> dict[str, Any]:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from proxyless.cli._common import config_dir, to_plain
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = hydra_compose(name, overrides=overrides)
+    return to_plain(cfg)
+
+
+def common_overrides(s: Settings) -> list[str]:
+    return [f"data={s.data}", f"device={s.device}", *s.overrides]
+
+
+def search_overrides(s: Settings, seed: int, run_dir: Path, extra: list[str]) -> list[str]:
+    b = s.search
+    return [
+        f"space={s.space}",
+        *common_overrides(s),
+        f"objective={s.objective}",
+        f"seed={seed}",
+        f"threads={s.threads}",
+        f"run_dir={run_dir}",
+        f"schedule.warmup_epochs={b.warmup_epochs}",
+        f"schedule.epochs={b.epochs}",
+        f"schedule.arch_every={b.arch_every}",
+        f"optim.arch_lr={b.arch_lr}",
+        "log.tensorboard=false",
+        "log.heatmap=false",
+        "log.progress=false",
+        "checkpoint.keep_warmup=true",
+        *([f"data.train_subset={s.budget.train_subset}"] if s.budget.train_subset else []),
+        *extra,
+    ]
+
+
+# --- workers ------------------------------------------------------------------------------
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("proxyless").setLevel(logging.WARNING)
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def train_job(
+    arch_dict: dict[str, Any], seed: int, s: Settings, cache: str, table_id: str
+) -> dict[str, Any]:
+    """Train one arch from scratch with the benchmark's budget; cached by everything that
+    determines the result."""
+    from proxyless.arch import Arch
+    from proxyless.train import TrainConfig, train
+
+    key = _key(
+        "train",
+        arch_dict["ops"],
+        arch_dict["space"],
+        seed,
+        asdict(s.budget),
+        common_overrides(s),
+        table_id,
+    )
+    path = Path(cache) / "train" / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    work = Path(cache) / "train" / key
+    arch = Arch.from_dict(arch_dict)
+    arch.save(work / "arch.json")
+    plain = compose(
+        "train",
+        [
+            *common_overrides(s),
+            f"arch={work / 'arch.json'}",
+            f"out_dir={work / 'run'}",
+            f"epochs={s.budget.epochs}",
+            f"optim.lr={s.budget.lr}",
+            f"seed={seed}",
+            "tensorboard=false",
+            "resume=true",
+            *([f"data.train_subset={s.budget.train_subset}"] if s.budget.train_subset else []),
+        ],
+    )
+    t0 = time.time()
+    metrics = train(TrainConfig.from_dict(plain))
+    row = {
+        "arch": arch.block_strings(),
+        "seed": seed,
+        "acc": metrics["final"]["test"]["top1"] / 100.0,
+        "params": metrics["params"],
+        "seconds": time.time() - t0,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row))
+    return row
+
+
+def _eval_batches(plain: dict[str, Any], calib: int) -> tuple[list, list]:
+    """Held-out batches (eval transforms) to score archs on, and training images to
+    re-estimate BatchNorm statistics with."""
+    import torch
+
+    from proxyless.data import build_datasets, build_loaders
+    from proxyless.search_config import SearchConfig
+
+    data_cfg = SearchConfig.from_dict(plain).data
+    splits = build_datasets(data_cfg)
+    loaders = build_loaders(splits, data_cfg)
+    held = list(torch.utils.data.DataLoader(splits.heldout, batch_size=256))
+    calib_x = []
+    for x, _ in loaders.train:
+        calib_x.append(x)
+        if len(calib_x) >= calib:
+            break
+    return held, calib_x
+
+
+def _load_net(run_dir: Path, which: str, plain: dict[str, Any]):
+    import torch
+
+    from proxyless.search_config import SearchConfig
+    from proxyless.search_setup import build_parts
+
+    cfg = SearchConfig.from_dict(plain)
+    parts = build_parts(cfg, torch.device("cpu"))
+    state = torch.load(run_dir / "checkpoints" / which, weights_only=True, map_location="cpu")
+    parts.net.load_state_dict(state["net"])
+    return parts.net
+
+
+def search_job(
+    s: Settings, seed: int, run_dir: str, extra: list[str], gt_archs: list[dict] | None
+) -> dict[str, Any]:
+    """One search; with `gt_archs`, also the supernet's ranking of them after warmup and at
+    the end (inherited weights, BN re-estimated per path)."""
+    from proxyless.arch import Arch
+    from proxyless.ranking import inherited_accuracy
+    from proxyless.search import search
+    from proxyless.search_config import SearchConfig
+
+    rd = Path(run_dir)
+    done = rd / "quality.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    plain = compose("search", search_overrides(s, seed, rd, extra))
+    t0 = time.time()
+    result = search(SearchConfig.from_dict(plain))
+    wall = time.time() - t0
+    row: dict[str, Any] = {
+        "metrics": result.metrics,
+        "arch": result.arch.to_dict(),
+        "wall_s": wall,
+    }
+    if gt_archs is not None:
+        archs = [Arch.from_dict(a) for a in gt_archs]
+        held, calib = _eval_batches(plain, s.calib_batches)
+        row["inherited_end"] = inherited_accuracy(result.net, archs, held, calib)
+        warm = _load_net(rd, "warmup.pt", plain)
+        row["inherited_warmup"] = inherited_accuracy(warm, archs, held, calib)
+    done.write_text(json.dumps(row))
+    return row
+
+
+def random_search_job(
+    s: Settings, seed: int, run_dir: str, target: float, n: int, cost_table: dict
+) -> dict[str, Any]:
+    """Random search with the wall time of one search: a supernet trained on uniformly
+    sampled paths for the search's epochs (no arch steps), then `n` random archs within
+    ±5 % of `target` ranked by inherited held-out accuracy."""
+    from proxyless.ranking import inherited_accuracy
+    from proxyless.search import search
+    from proxyless.search_config import SearchConfig
+
+    rd = Path(run_dir)
+    done = rd / "quality.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    total = s.search.warmup_epochs + s.search.epochs
+    extra = [f"schedule.warmup_epochs={total}", "schedule.epochs=0", "objective=none"]
+    plain = compose("search", search_overrides(s, seed, rd, extra))
+    t0 = time.time()
+    result = search(SearchConfig.from_dict(plain))
+    archs = _archs_near(result.net.space, cost_table, target, n, seed)
+    held, calib = _eval_batches(plain, s.calib_batches)
+    accs = inherited_accuracy(result.net, archs, held, calib)
+    best = archs[int(np.argmax(accs))]
+    row = {
+        "arch": best.to_dict(),
+        "candidates": len(archs),
+        "best_inherited": max(accs),
+        "wall_s": time.time() - t0,
+        "cost": _cost(cost_table, best),
+    }
+    done.write_text(json.dumps(row))
+    return row
+
+
+# --- costs ---------------------------------------------------------------------------------
+def cost_table(s: Settings) -> dict[str, Any]:
+    """Per-layer candidate costs and the fixed cost from the configured hardware group (the
+    table the search uses), plus an id that changes when the table does."""
+    import torch
+
+    from proxyless.search_config import SearchConfig
+    from proxyless.search_setup import build_parts
+
+    plain = compose("search", search_overrides(s, 0, Path("/tmp/unused"), []))
+    cfg = SearchConfig.from_dict(plain)
+    parts = build_parts(cfg, torch.device("cpu"))
+    c = parts.costs
+    table = {
+        "per_layer": [list(map(float, row)) for row in c.per_layer],
+        "fixed": float(c.fixed),
+        "unit": c.unit,
+        "source": c.source,
+        "space": parts.space.to_dict(),
+    }
+    table["id"] = _key(table["per_layer"], table["fixed"])
+    return table
+
+
+def _cost(table: dict[str, Any], arch: Any) -> float:
+    space_layers = arch.space.layers()
+    return table["fixed"] + sum(
+        table["per_layer"][i][list(layer.candidates).index(op)]
+        for i, (layer, op) in enumerate(zip(space_layers, arch.ops, strict=True))
+    )
+
+
+def _target(table: dict[str, Any], frac: float) -> float:
+    lo = table["fixed"] + sum(min(r) for r in table["per_layer"])
+    hi = table["fixed"] + sum(max(r) for r in table["per_layer"])
+    return lo + frac * (hi - lo)
+
+
+def _archs_near(space: Any, table: dict[str, Any], target: float, n: int, seed: int) -> list:
+    from proxyless.arch import Arch
+
+    rng = np.random.default_rng(1000 + seed)
+    layers = space.layers()
+    out, seen = [], set()
+    for _ in range(200_000):
+        ops = [layer.candidates[int(rng.integers(len(layer.candidates)))] for layer in layers]
+        arch = Arch(space, ops)
+        key = tuple(arch.block_strings())
+        if key in seen:
+            continue
+        seen.add(key)
+        if abs(_cost(table, arch) - target) <= 0.05 * target:
+            out.append(arch)
+            if len(out) == n:
+                break
+    return out
+
+
+# --- the run -------------------------------------------------------------------------------
+def emit(out: Path, row: dict[str, Any]) -> None:
+    line = json.dumps(row, default=float)
+    print(line, flush=True)
+    with open(out / "rows.jsonl", "a") as f:
+        f.write(line + "\n")
+
+
+def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False) -> dict[str, Any]:
+    from proxyless.arch import Arch
+    from proxyless.ranking import (
+        front_at,
+        kendall_tau,
+        pareto_front,
+        percentile_at_cost,
+        spearman_rho,
+        stratified_archs,
+    )
+    from proxyless.space import SearchSpace
+
+    t_start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rows.jsonl").write_text("")
+    table = cost_table(s)
+    space = SearchSpace.from_dict(table["space"])
+    gt = stratified_archs(space, lambda a: _cost(table, a), s.k, seed=0)
+    gt_dicts = [a.to_dict() for a in gt]
+    seeds = list(range(s.seeds))
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(s.threads,))
+    cache_s = str(cache)
+
+    def train_all(arch_dicts: list[dict], seed_list: list[int]) -> dict[tuple, Any]:
+        futs = {
+            (tuple(d["ops"]), sd): pool.submit(train_job, d, sd, s, cache_s, table["id"])
+            for d in arch_dicts
+            for sd in seed_list
+        }
+        return futs
+
+    # Everything is submitted up front so both workers stay busy.
+    gt_futs = train_all(gt_dicts, seeds)
+    mid = s.targets[len(s.targets) // 2]
+    one_arch = gt_dicts[len(gt_dicts) // 2]
+    noise_futs = train_all([one_arch], [s.seeds + i for i in range(max(0, 3 - s.seeds))])
+    search_futs: dict[tuple, Any] = {}
+    random_futs: dict[int, Any] = {}
+    for t in s.targets if not gt_only else ():
+        for sd in seeds:
+            rd = out / "search" / f"all_paths_t{t}_s{sd}"
+            ranking = gt_dicts if t == mid else None
+            extra = [f"hardware.target_frac={t}", "estimator=all_paths"]
+            search_futs[("all_paths", t, sd)] = pool.submit(
+                search_job, s, sd, str(rd), extra, ranking
+            )
+    for est in s.estimators if not gt_only else ():
+        if est == "all_paths":
+            continue
+        for sd in seeds:
+            rd = out / "search" / f"{est}_t{mid}_s{sd}"
+            extra = [f"hardware.target_frac={mid}", f"estimator={est}"]
+            search_futs[(est, mid, sd)] = pool.submit(search_job, s, sd, str(rd), extra, None)
+    for sd in seeds if not gt_only else ():
+        random_futs[sd] = pool.submit(
+            random_search_job,
+            s,
+            sd,
+            str(out / "search" / f"random_t{mid}_s{sd}"),
+            _target(table, mid),
+            s.random_candidates,
+            table,
+        )
+
+    # --- ground truth ---------------------------------------------------------------------
+    gt_rows = []
+    for d, a in zip(gt_dicts, gt, strict=True):
+        accs = [gt_futs[(tuple(d["ops"]), sd)].result()["acc"] for sd in seeds]
+        row = {
+            "row": "ground_truth",
+            "arch": d["ops"],
+            "cost": _cost(table, a),
+            "acc_mean": float(np.mean(accs)),
+            "acc_seeds": accs,
+        }
+        gt_rows.append(row)
+        emit(out, row)
+    cloud = [(r["cost"], r["acc_mean"]) for r in gt_rows]
+    front = pareto_front(cloud)
+    arch_std = float(np.std([r["acc_mean"] for r in gt_rows], ddof=1))
+    seed_std = (
+        float(math.sqrt(np.mean([np.var(r["acc_seeds"], ddof=1) for r in gt_rows])))
+        if s.seeds > 1
+        else float("nan")
+    )
+    one_accs = [r["acc_seeds"] for r in gt_rows if r["arch"] == one_arch["ops"]][0] + [
+        f.result()["acc"] for f in noise_futs.values()
+    ]
+    one_std = float(np.std(one_accs, ddof=1))
+    emit(
+        out,
+        {
+            "row": "seed_noise",
+            "arch": one_arch["ops"],
+            "accs": one_accs,
+            "std": one_std,
+            "pooled_seed_std": seed_std,
+            "arch_std": arch_std,
+        },
+    )
+    if gt_only:
+        pool.shutdown()
+        return {"arch_std": arch_std, "seed_std_pooled": seed_std, "seed_std_one_arch": one_std}
+
+    # --- searches -------------------------------------------------------------------------
+    def trained(arch_dict: dict) -> list[float]:
+        futs = train_all([arch_dict], seeds)
+        return [f.result()["acc"] for f in futs.values()]
+
+    gt_acc = [r["acc_mean"] for r in gt_rows]
+    search_rows = []
+    for (est, t, sd), fut in search_futs.items():
+        res = fut.result()
+        arch = Arch.from_dict(res["arch"])
+        accs = trained(res["arch"])
+        m = res["metrics"]
+        cost = _cost(table, arch)
+        target = m["target"]
+        measured = m.get("measured_latency")
+        row = {
+            "row": "search",
+            "estimator": est,
+            "target_frac": t,
+            "seed": sd,
+            "arch": arch.block_strings(),
+            "target": target,
+            "cost": cost,
+            "measured": measured,
+            "latency_error": (measured - target) / target if measured and target else None,
+            "acc_mean": float(np.mean(accs)),
+            "acc_seeds": accs,
+            "search_wall_s": res["wall_s"],
+            **percentile_at_cost(cost, float(np.mean(accs)), cloud),
+            "front": front_at(front, cost),
+        }
+        for phase in ("warmup", "end"):
+            if f"inherited_{phase}" in res:
+                inh = res[f"inherited_{phase}"]
+                row[f"tau_{phase}"] = kendall_tau(inh, gt_acc)
+                row[f"rho_{phase}"] = spearman_rho(inh, gt_acc)
+        search_rows.append(row)
+        emit(out, row)
+
+    random_rows = []
+    for sd, fut in random_futs.items():
+        res = fut.result()
+        arch = Arch.from_dict(res["arch"])
+        accs = trained(res["arch"])
+        cost = _cost(table, arch)
+        row = {
+            "row": "random_search",
+            "target_frac": mid,
+            "seed": sd,
+            "arch": arch.block_strings(),
+            "candidates": res["candidates"],
+            "cost": cost,
+            "acc_mean": float(np.mean(accs)),
+            "wall_s": res["wall_s"],
+            **percentile_at_cost(cost, float(np.mean(accs)), cloud),
+            "front": front_at(front, cost),
+        }
+        random_rows.append(row)
+        emit(out, row)
+    pool.shutdown()
+
+    # --- summary --------------------------------------------------------------------------
+    main_rows = [r for r in search_rows if r["estimator"] == "all_paths"]
+    per_target = []
+    on_front = 0
+    for t in s.targets:
+        rows = [r for r in main_rows if r["target_frac"] == t]
+        pct = [r["percentile"] for r in rows if r["percentile"] is not None]
+        per_target.append(float(np.mean(pct)) if pct else None)
+        acc = float(np.mean([r["acc_mean"] for r in rows]))
+        cost = float(np.mean([r["cost"] for r in rows]))
+        on_front += acc >= front_at(front, cost)
+    ranked = [r for r in main_rows if "tau_end" in r]
+    errors = [abs(r["latency_error"]) for r in search_rows if r["latency_error"] is not None]
+    by_est = {
+        est: float(
+            np.mean(
+                [
+                    r["percentile"]
+                    for r in search_rows
+                    if r["estimator"] == est and r["percentile"] is not None
+                ]
+                or [np.nan]
+            )
+        )
+        for est in s.estimators
+    }
+    summary = {
+        "row": "summary",
+        "space": s.space,
+        "data": s.data,
+        "k": s.k,
+        "seeds": s.seeds,
+        "budget": asdict(s.budget),
+        "search_budget": asdict(s.search),
+        "table": {"source": table["source"], "unit": table["unit"], "id": table["id"]},
+        "gt_acc_min": min(gt_acc),
+        "gt_acc_max": max(gt_acc),
+        "arch_std": arch_std,
+        "seed_std_pooled": seed_std,
+        "seed_std_one_arch": one_std,
+        "spread_over_seed_noise": arch_std / seed_std if seed_std == seed_std else None,
+        "spread_over_one_arch_seed_std": arch_std / one_std if one_std > 0 else None,
+        "ranking_tau_warmup": float(np.mean([r["tau_warmup"] for r in ranked])),
+        "ranking_tau_end": float(np.mean([r["tau_end"] for r in ranked])),
+        "ranking_rho_warmup": float(np.mean([r["rho_warmup"] for r in ranked])),
+        "ranking_rho_end": float(np.mean([r["rho_end"] for r in ranked])),
+        "searched_percentile": per_target,
+        "searched_percentile_mean": float(np.mean([p for p in per_target if p is not None]))
+        if any(p is not None for p in per_target)
+        else None,
+        "on_pareto_front": int(on_front),
+        "latency_error_max": max(errors) if errors else None,
+        "percentile_by_estimator": by_est,
+        "random_search_percentile": float(
+            np.mean(
+                [r["percentile"] for r in random_rows if r["percentile"] is not None] or [np.nan]
+            )
+        ),
+        "wall_s": time.time() - t_start,
+    }
+    emit(out, summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    plot(out / "pareto.png", gt_rows, front, search_rows, random_rows, table, s)
+    return summary
+
+
+def plot(path: Path, gt_rows, front, search_rows, random_rows, table, s: Settings) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    costs = [r["cost"] for r in gt_rows]
+    accs = [100 * r["acc_mean"] for r in gt_rows]
+    err = [100 * (max(r["acc_seeds"]) - min(r["acc_seeds"])) / 2 for r in gt_rows]
+    ax.errorbar(costs, accs, yerr=err, fmt="o", color="0.6", ms=4, label="random archs (GT)")
+    ax.plot(
+        [c for c, _ in front],
+        [100 * a for _, a in front],
+        "-",
+        color="0.4",
+        lw=1,
+        label="random Pareto front",
+    )
+    markers = {"all_paths": "*", "two_path": "^", "reinforce": "s"}
+    for est in s.estimators:
+        rows = [r for r in search_rows if r["estimator"] == est]
+        ax.scatter(
+            [r["cost"] for r in rows],
+            [100 * r["acc_mean"] for r in rows],
+            marker=markers.get(est, "D"),
+            s=110 if est == "all_paths" else 50,
+            zorder=3,
+            label=f"searched ({est})",
+        )
+    if random_rows:
+        ax.scatter(
+            [r["cost"] for r in random_rows],
+            [100 * r["acc_mean"] for r in random_rows],
+            marker="x",
+            s=60,
+            color="k",
+            zorder=3,
+            label="random search",
+        )
+    for t in s.targets:
+        ax.axvline(_target(table, t), color="C3", ls=":", lw=1)
+    ax.set_xlabel(f"predicted latency ({table['unit']}, {table['source']})")
+    ax.set_ylabel("test accuracy, trained from scratch (%)")
+    ax.set_title(f"{s.space} space on {s.data}: searched vs random archs")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="K=8, 1 seed, short budgets (≤10 min)")
+    p.add_argument("--space", default=None)
+    p.add_argument("--data", default=None)
+    p.add_argument("--k", type=int, default=None, help="ground-truth archs")
+    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="training budget per arch")
+    p.add_argument("--warmup-epochs", type=int, default=None)
+    p.add_argument("--search-epochs", type=int, default=None)
+    p.add_argument("--arch-lr", type=float, default=None)
+    p.add_argument("--arch-every", type=int, default=None)
+    p.add_argument("--objective", default=None)
+    p.add_argument("--estimators", nargs="+", default=None)
+    p.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides (data.root=…)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--out", default="bench_quality")
+    p.add_argument("--cache", default=None, help="ground-truth cache (default <out>/../gt_cache)")
+    p.add_argument(
+        "--ground-truth-only",
+        action="store_true",
+        help="train (or read from the cache) the ground-truth archs and stop",
+    )
+    a = p.parse_args(argv)
+    s = quick_settings() if a.quick else Settings()
+    for name in ("space", "data", "k", "seeds", "objective"):
+        if getattr(a, name) is not None:
+            setattr(s, name, getattr(a, name))
+    if a.estimators:
+        s.estimators = tuple(a.estimators)
+    if a.epochs is not None:
+        s.budget.epochs = a.epochs
+    for name, attr in (
+        ("warmup_epochs", "warmup_epochs"),
+        ("search_epochs", "epochs"),
+        ("arch_lr", "arch_lr"),
+        ("arch_every", "arch_every"),
+    ):
+        if getattr(a, name) is not None:
+            setattr(s.search, attr, getattr(a, name))
+    s.overrides, s.device, s.threads = tuple(a.set), a.device, a.threads
+    out = Path(a.out)
+    cache = Path(a.cache) if a.cache else out.parent / "gt_cache"
+    run(s, out, cache, a.workers, a.ground_truth_only)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Supernet ranking measurements: BN re-estimation, inherited accuracy, strata, percentiles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from proxyless.arch import Arch
+from proxyless.ranking import (
+    bn_recalibrated,
+    front_at,
+    inherited_accuracy,
+    kendall_tau,
+    pareto_front,
+    percentile_at_cost,
+    spearman_rho,
+    stratified_archs,
+)
+from proxyless.space import get_space
+from proxyless.supernet import SuperNet
+
+
+def test_bn_recalibrated_holds_batch_statistics_then_restores() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    net[1].running_mean.fill_(5.0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    batches = [torch.randn(8, 3, 6, 6) for _ in range(3)]
+    with torch.no_grad():
+        feats = torch.cat([net[0](x) for x in batches])
+    with bn_recalibrated(net, batches):
+        assert not net.training
+        expected = feats.mean(dim=(0, 2, 3))
+        torch.testing.assert_close(net[1].running_mean, expected, rtol=1e-5, atol=1e-6)
+        n = feats.numel() // 4
+        per_batch_var = [net[0](x).var(dim=(0, 2, 3)) for x in batches]  # unbiased, per batch
+        torch.testing.assert_close(
+            net[1].running_var, torch.stack(per_batch_var).mean(0), rtol=1e-4, atol=1e-6
+        )
+        assert n > 0
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert net[1].momentum == 0.1 and net.training
+
+
+def test_inherited_accuracy_equals_the_standalone_net_with_inherited_weights() -> None:
+    torch.manual_seed(0)
+    space = get_space("tiny")
+    net = SuperNet(space).eval()
+    x = torch.randn(64, 3, 32, 32)
+    y = torch.randint(0, 10, (64,))
+    calib = [torch.randn(16, 3, 32, 32) for _ in range(2)]
+    archs = stratified_archs(space, lambda a: float(len(a.block_strings())), 3, seed=1)
+    paths_before = net.active_paths()
+    state_before = {k: v.clone() for k, v in net.state_dict().items()}
+    accs = inherited_accuracy(net, archs, [(x, y)], calib)
+    for arch, acc in zip(archs, accs):
+        model = arch.build(supernet=net)
+        with bn_recalibrated(model, calib), torch.no_grad():
+            standalone = float((model(x).argmax(1) == y).float().mean())
+        assert acc == pytest.approx(standalone, abs=1e-9)
+    assert net.active_paths() == paths_before
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state_before[k]), k
+
+
+def test_stratified_archs_cover_the_cost_range() -> None:
+    space = get_space("tiny")
+
+    def cost(a: Arch) -> float:  # a made-up cost: kernel × expand summed
+        return float(sum(op.kernel * op.expand for op in a.ops))
+
+    archs = stratified_archs(space, cost, 6, seed=0, pool=3000)
+    costs = [cost(a) for a in archs]
+    assert len({tuple(a.block_strings()) for a in archs}) == 6
+    assert costs == sorted(costs)
+    # The space spans 27 (three k3e3 + three Zero) … 252 (six k7e6): the six strata reach
+    # close to both ends, and neighbours are at least a bin apart on average.
+    assert costs[0] <= 27 + 225 / 6 and costs[-1] >= 252 - 225 / 6
+    assert (costs[-1] - costs[0]) / 5 >= 225 / 6 * 0.6
+    assert stratified_archs(space, cost, 6, seed=0, pool=3000)[2].ops == archs[2].ops
+
+
+def test_rank_correlations() -> None:
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    assert spearman_rho([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+
+
+def test_percentile_at_cost_counts_peers_within_tolerance() -> None:
+    cloud = [(100, 0.5), (102, 0.6), (98, 0.7), (104, 0.8), (120, 0.99)]
+    r = percentile_at_cost(100, 0.7, cloud)
+    assert r["n_peers"] == 4  # 120 is outside ±5 %
+    assert r["percentile"] == pytest.approx(100 * (2 + 0.5) / 4)
+    assert r["vs_median"] == pytest.approx(0.7 - 0.65)
+    assert r["vs_best"] == pytest.approx(0.7 - 0.8)
+    assert percentile_at_cost(200, 0.7, cloud)["percentile"] is None
+
+
+def test_pareto_front_and_interpolation() -> None:
+    cloud = [(1, 0.5), (2, 0.4), (3, 0.7), (4, 0.6), (5, 0.9)]
+    front = pareto_front(cloud)
+    assert front == [(1, 0.5), (3, 0.7), (5, 0.9)]
+    assert front_at(front, 2) == pytest.approx(0.6)
+    assert front_at(front, 0.5) == 0.5
+    assert front_at(front, 9) == 0.9
