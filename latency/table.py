@@ -84,13 +84,13 @@ class LatencyTable:
 
         Only tables measured the same way may be merged, else the sum would mix devices.
         """
-        for name in ("backend", "device", "batch", "dtype"):
-            mine, theirs = getattr(self.header, name), getattr(other.header, name)
-            if mine != theirs:
-                raise TableError(
-                    f"cannot merge tables with different {name}: {mine!r} vs {theirs!r}; "
-                    "merge only tables measured on the same device, backend, batch and dtype"
-                )
+        same = ("backend", "device", "batch", "dtype")
+        other.header.require(
+            {name: getattr(self.header, name) for name in same},
+            source="the table to merge",
+            asked="this table",
+            fix="merge only tables measured on the same device, backend, batch and dtype",
+        )
         return LatencyTable(self.header.copy(), {**self.entries, **other.entries})
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,7 +130,8 @@ class LatencyTable:
         expect_device: str | None = None,
         force: bool = False,
     ) -> LatencyTable:
-        """Load a table; refuse one from another backend/device unless `force`."""
+        """Load a table; refuse one from another backend/device unless `force`
+        (`TableHeader.require` checks any other field)."""
         path = Path(path)
         if not path.is_file():
             raise TableError(
@@ -145,15 +146,9 @@ class LatencyTable:
                 "restore it or delete it and re-run the profile command"
             ) from None
         table = cls.from_dict(data, str(path))
-        h = table.header
-        for what, want, have in (
-            ("backend", expect_backend, h.backend),
-            ("device", expect_device, h.device),
-        ):
-            if want is not None and want != have and not force:
-                raise TableError(
-                    f"latency table {str(path)!r} was measured with {what} {have!r}, but "
-                    f"{want!r} was requested; profile the requested {what} into a new table, "
-                    "or pass force=True to use this table anyway"
-                )
+        table.header.require(
+            {"backend": expect_backend, "device": expect_device},
+            force,
+            source=f"latency table {str(path)!r}",
+        )
         return table

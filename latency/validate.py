@@ -16,7 +16,7 @@ from typing import Any
 
 from latency._io import atomic_write_json
 from latency.backends import Backend, get_backend
-from latency.errors import MissingKeyError, TableError
+from latency.errors import MissingKeyError
 from latency.header import now_iso
 from latency.metrics import fit_linear, metrics, scatter_plot
 from latency.profile import measure_networks
@@ -61,11 +61,12 @@ def validate(
     keep it). `measure` is injectable so the arithmetic can be tested on fixed numbers.
     """
     backend = get_backend(backend) if isinstance(backend, str) else backend
-    if table.header.backend != backend.name and not force:
-        raise TableError(
-            f"table was measured with {table.header.backend!r}, validation asked "
-            f"for {backend.name!r}; validate on the table's backend or force=True"
-        )
+    table.header.require(
+        {"backend": backend.name},
+        force,
+        asked="validation",
+        fix="validate on the table's backend, or pass force=True",
+    )
     names = [n.name for n in networks]
     if len(set(names)) != len(names):
         raise ValueError("network names must be unique")
