@@ -66,7 +66,7 @@ class Bench:
         ops = [
             layer.spec.candidates[i] for layer, i in zip(self.net.layers, self.path, strict=True)
         ]
-        self.standalone = Arch(self.space, ops).build(supernet=self.net).train()
+        self.standalone = self.net.extract(Arch(self.space, ops)).train()
         b, s = BATCH[space_name], self.space.input_size
         self.x = torch.randn(b, 3, s, s, generator=gen)
         self.y = torch.randint(0, self.space.num_classes, (b,), generator=gen)
