@@ -1,13 +1,13 @@
 """A latency table (LUT): per-op measurements on one device/backend/batch/dtype, as JSON.
 
-The sum of a network's entries predicts the network's latency. A table records how it was
-measured (header) so that a table from another device is never used by mistake, and so a
-missing key can name the exact command that measures it.
+The sum of a network's entries predicts the network's latency (`latency.predict`). A table
+records how it was measured (header) so that a table from another device is never used by
+mistake, and so a missing key can name the exact command that measures it.
 
 >>> t = LatencyTable(TableHeader(device="cpu", backend="torch-cpu", batch=1, dtype="float32"))
 >>> t.add("conv_i3x8x8_o8_k3_e1_s1_r0", Entry(median_ms=0.5, p10_ms=0.4, p90_ms=0.7, n=10))
->>> t.predict(["conv_i3x8x8_o8_k3_e1_s1_r0"] * 2)
-1.0
+>>> t.missing(["conv_i3x8x8_o8_k3_e1_s1_r0", "head_i8x1x1_o10_k1_e1_s1_r0"])
+['head_i8x1x1_o10_k1_e1_s1_r0']
 """
 
 from __future__ import annotations
@@ -62,22 +62,6 @@ class LatencyTable:
     def missing(self, keys: Iterable[str]) -> list[str]:
         """Keys not in the table, deduplicated, in first-seen order."""
         return [k for k in dict.fromkeys(str(k) for k in keys) if k not in self.entries]
-
-    def predict(self, keys: Iterable[str], calibrated: bool = False) -> float:
-        """Sum of the keys' entries (ms), optionally through the header's calibration."""
-        keys = [str(k) for k in keys]
-        if missing := self.missing(keys):
-            raise MissingKeyError(missing, self.header.profile_command)
-        total = sum(self.entries[k].median_ms for k in keys)
-        if not calibrated:
-            return total
-        cal = self.header.calibration
-        if not cal:
-            raise TableError(
-                "predict(calibrated=True) but this table has no calibration; "
-                "run validation with a calibration split first, or use calibrated=False"
-            )
-        return float(cal["a"]) * total + float(cal["b"])
 
     def merge(self, other: LatencyTable) -> LatencyTable:
         """A new table with both tables' entries (`other` wins on conflicts).

@@ -16,9 +16,9 @@ from typing import Any
 
 from latency._io import atomic_write_json
 from latency.backends import Backend, get_backend
-from latency.errors import MissingKeyError
 from latency.header import now_iso
 from latency.metrics import fit_linear, metrics, scatter_plot
+from latency.predict import Calibration, LatencyAnalysis
 from latency.profile import measure_networks
 from latency.protocol import Builder, Protocol
 from latency.table import Entry, LatencyTable
@@ -70,13 +70,13 @@ def validate(
     names = [n.name for n in networks]
     if len(set(names)) != len(names):
         raise ValueError("network names must be unique")
-    if missing := table.missing(k for n in networks for k in n.keys):
-        raise MissingKeyError(missing, table.header.profile_command)
+    LatencyAnalysis.of_keys(table, [k for n in networks for k in n.keys]).check()
     protocol = protocol or (
         Protocol.from_dict(table.header.protocol) if table.header.protocol else Protocol()
     )
     builders = {n.name: n.build for n in networks}
-    predicted = {n.name: table.predict(n.keys) for n in networks}
+    # Raw sums: the calibration is what this fits (and a stored one must not feed its refit).
+    predicted = {n.name: LatencyAnalysis.of_keys(table, n.keys, False).total() for n in networks}
     # Both passes time the same prepared runs (one ONNX export per network, not two).
     prepared: dict[str, Any] = {}
     first = measure(builders, backend, protocol, progress=progress, prepared=prepared)
@@ -108,7 +108,10 @@ def validate(
         scored = [k for k in names if k not in set(fit_on)]
         if not scored:
             raise ValueError("calibration would use every network; leave some to score on")
-        a, b = fit_linear([predicted[k] for k in fit_on], [measured[k] for k in fit_on])
+        fit = Calibration(
+            *fit_linear([predicted[k] for k in fit_on], [measured[k] for k in fit_on])
+        )
+        a, b = fit.a, fit.b
         table.header.calibration = {
             "kind": "linear",
             "a": a,
@@ -116,7 +119,7 @@ def validate(
             "fit_on": list(fit_on),
             "date": now_iso(),
         }
-        cal = {k: a * predicted[k] + b for k in scored}
+        cal = {k: fit(predicted[k]) for k in scored}
         summary["calibrated"] = {
             **metrics([cal[k] for k in scored], [measured[k] for k in scored]),
             "raw_same_networks": metrics(

@@ -230,10 +230,11 @@ def measure(
 
 
 def table_prediction(arch: Arch, table_path: str, force: bool, batch: int) -> dict[str, Any]:
-    """The latency table's prediction for `arch` (sum of its keys' entries)."""
+    """The latency table's prediction for `arch`, calibrated as the search's costs are
+    (`proxyless.latency_bridge.arch_analysis`, the one predictor)."""
     from latency import LatencyTable, TableError
 
-    from .latency_bridge import arch_keys
+    from .latency_bridge import arch_analysis
 
     table = LatencyTable.load(table_path, force=force)
     h = table.header
@@ -253,7 +254,8 @@ def table_prediction(arch: Arch, table_path: str, force: bool, batch: int) -> di
         "device": h.device,
         "batch": h.batch,
         "threads": h.threads,
-        "predicted_ms": table.predict(arch_keys(arch)),
+        "predicted_ms": arch_analysis(arch, table).total(),
+        "calibrated": bool(h.calibration),
     }
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from latency.costs import LatencyAnalysis
 from latency.keys import OpKey
+from latency.predict import LatencyAnalysis
 from latency.protocol import Builder, Protocol
 from latency.table import LatencyTable
 from latency.validate import Network
@@ -42,7 +42,11 @@ def arch_keys(arch: Arch) -> list[str]:
     return [str(p.key) for p in arch_plan(arch.space, arch.ops)]
 
 
-def arch_analysis(arch: Arch, table: LatencyTable, calibrated: bool = False) -> LatencyAnalysis:
+def arch_analysis(
+    arch: Arch, table: LatencyTable, calibrated: bool | None = None
+) -> LatencyAnalysis:
+    """`arch`'s latency against `table`, by layer; calibrated when the table has a calibration
+    (unless `calibrated` says otherwise), as the search's costs are."""
     return LatencyAnalysis(
         table, [(p.name, str(p.key)) for p in arch_plan(arch.space, arch.ops)], calibrated
     )
@@ -67,20 +71,14 @@ def space_costs(
 def table_costs(
     space: SearchSpace, table: LatencyTable, calibrated: bool | None = None
 ) -> tuple[list[list[float]], float]:
-    """`space_costs` in ms from `table`.
-
-    With a calibration ``a·sum + b`` in the table (used by default when present), each
-    entry is scaled by a and b joins the fixed part, so the expected latency stays linear in p.
-    """
-    use_cal = bool(table.header.calibration) if calibrated is None else calibrated
-    a, b = (1.0, 0.0)
-    if use_cal:
-        cal = table.header.calibration or {}
-        a, b = float(cal["a"]), float(cal["b"])
-    missing = table.missing(str(k) for k in space_keys(space))
-    if missing:
-        table.lookup(missing[0])  # raises MissingKeyError naming the key and command
-    return space_costs(space, lambda key: a * table.lookup(str(key)).median_ms, b)
+    """`space_costs` in ms from `table`, through the predictor: with a calibration
+    ``a·sum + b`` (used by default when present), each entry is scaled by a and b joins the
+    fixed part, so the expected latency stays linear in p."""
+    keys = [str(k) for k in space_keys(space)]
+    analysis = LatencyAnalysis(table, list(zip(keys, keys, strict=True)), calibrated)
+    analysis.check()
+    ms = analysis.by_layer()
+    return space_costs(space, lambda key: ms[str(key)], analysis.calibration.b)  # type: ignore[return-value]
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:

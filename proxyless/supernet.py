@@ -18,6 +18,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from latency.costs import expected_cost
+
 from .arch import Arch, StandaloneNet
 from .estimators import Estimator
 from .mixed_op import MixedLayer
@@ -107,9 +109,7 @@ class SuperNet(nn.Module):
 
     def expected_cost(self) -> torch.Tensor:
         """fixed + Σ_layers Σ_j p_j · cost_j, differentiable in α (uses the full softmax)."""
-        costs = self._cost_tensors()
-        total = sum((p * c).sum() for p, c in zip(self.probabilities(), costs, strict=True))
-        return total + self._fixed_cost  # type: ignore[return-value]
+        return expected_cost(self.probabilities(), self._cost_tensors(), self._fixed_cost)
 
     def sampled_cost(self) -> torch.Tensor:
         costs = self._cost_tensors()

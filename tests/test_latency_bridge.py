@@ -66,6 +66,11 @@ def test_calibration_is_folded_into_the_costs():
     net.set_paths(net.arch_indices(arch))
     want = 1.5 * sum(table.entries[k].median_ms for k in arch_keys(arch)) + 0.25
     assert net.sampled_cost().item() == pytest.approx(want, rel=1e-5)
+    # export and the search summary predict through the same calibration by default
+    assert arch_analysis(arch, table).total() == pytest.approx(want)
+    assert arch_analysis(arch, table, calibrated=False).total() == pytest.approx(
+        (want - 0.25) / 1.5
+    )
 
 
 def test_missing_key_names_key_and_command():
