@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from latency._io import atomic_write_json
+from latency.atomic import atomic_write_json
 from latency.errors import MissingKeyError, TableError
 from latency.header import TableHeader
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latency._io import atomic_write_json
+from latency.atomic import atomic_write_json
 from latency.backends import Backend, get_backend
 from latency.header import now_iso
 from latency.metrics import fit_linear, metrics, scatter_plot

@@ -77,7 +77,7 @@ def remeasure_command(cfg: DictConfig, table: Any) -> str:
 
 def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, Any]:
     """The whole app on a composed config; returns the summary (also written to out_dir)."""
-    from latency._io import atomic_write_json
+    from latency.atomic import atomic_write_json
     from latency.table import LatencyTable
     from latency.validate import validate
     from proxyless.latency_bridge import arch_network, sample_archs
