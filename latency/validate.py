@@ -103,33 +103,7 @@ def validate(
     )
     calibrated: list[float | None] | None = None
     if fit_on:
-        if unknown := set(fit_on) - set(names):
-            raise ValueError(f"calibrate_on names unknown networks: {sorted(unknown)}")
-        scored = [k for k in names if k not in set(fit_on)]
-        if not scored:
-            raise ValueError("calibration would use every network; leave some to score on")
-        fit = Calibration(
-            *fit_linear([predicted[k] for k in fit_on], [measured[k] for k in fit_on])
-        )
-        a, b = fit.a, fit.b
-        table.header.calibration = {
-            "kind": "linear",
-            "a": a,
-            "b": b,
-            "fit_on": list(fit_on),
-            "date": now_iso(),
-        }
-        cal = {k: fit(predicted[k]) for k in scored}
-        summary["calibrated"] = {
-            **metrics([cal[k] for k in scored], [measured[k] for k in scored]),
-            "raw_same_networks": metrics(
-                [predicted[k] for k in scored], [measured[k] for k in scored]
-            ),
-            "a": a,
-            "b": b,
-            "fit_on": list(fit_on),
-            "scored_on": scored,
-        }
+        summary["calibrated"], cal = _calibrate(table, names, fit_on, predicted, measured)
         calibrated = [cal.get(k) for k in names]
         for row in rows:
             row["split"] = "fit" if row["name"] in fit_on else "score"
@@ -146,3 +120,37 @@ def validate(
         )
         atomic_write_json(out / "validation.json", summary)
     return summary
+
+
+def _calibrate(
+    table: LatencyTable,
+    names: Sequence[str],
+    fit_on: Sequence[str],
+    predicted: dict[str, float],
+    measured: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fit `measured ≈ a·sum + b` on `fit_on`, store it in the table header, and score it on
+    the other networks: (summary, calibrated prediction per scored network)."""
+    if unknown := set(fit_on) - set(names):
+        raise ValueError(f"calibrate_on names unknown networks: {sorted(unknown)}")
+    scored = [k for k in names if k not in set(fit_on)]
+    if not scored:
+        raise ValueError("calibration would use every network; leave some to score on")
+    fit = Calibration(*fit_linear([predicted[k] for k in fit_on], [measured[k] for k in fit_on]))
+    table.header.calibration = {
+        "kind": "linear",
+        "a": fit.a,
+        "b": fit.b,
+        "fit_on": list(fit_on),
+        "date": now_iso(),
+    }
+    cal = {k: fit(predicted[k]) for k in scored}
+    summary = {
+        **metrics([cal[k] for k in scored], [measured[k] for k in scored]),
+        "raw_same_networks": metrics([predicted[k] for k in scored], [measured[k] for k in scored]),
+        "a": fit.a,
+        "b": fit.b,
+        "fit_on": list(fit_on),
+        "scored_on": scored,
+    }
+    return summary, cal
