@@ -66,7 +66,7 @@ class Bench:
         ops = [
             layer.spec.candidates[i] for layer, i in zip(self.net.layers, self.path, strict=True)
         ]
-        self.standalone = Arch(self.space, ops).build(supernet=self.net).train()
+        self.standalone = self.net.extract(Arch(self.space, ops)).train()
         b, s = BATCH[space_name], self.space.input_size
         self.x = torch.randn(b, 3, s, s, generator=gen)
         self.y = torch.randint(0, self.space.num_classes, (b,), generator=gen)
@@ -77,10 +77,11 @@ class Bench:
             self.net.arch_parameters(), lr=1e-3, betas=(0.0, 0.999), eps=1e-8
         )
         # two_path needs a fixed pair per layer that contains the fixed path.
+        self.pairs = []
         for layer, i in zip(self.net.layers, self.path, strict=True):
             others = [j for j in range(layer.num_candidates) if j != i]
             j = others[int(torch.randint(len(others), (1,), generator=gen))]
-            layer.pair = [i, j] if torch.rand((), generator=gen) < 0.5 else [j, i]  # type: ignore[assignment]
+            self.pairs.append([i, j] if torch.rand((), generator=gen) < 0.5 else [j, i])
         self.est = {
             "all_paths": ESTIMATORS.build("all_paths"),
             "all_paths_sub": ESTIMATORS.build(
@@ -115,8 +116,8 @@ class Bench:
         def run_arch() -> None:
             net.set_paths(self.path)  # same path in every step (darts ignores it)
             if config == "two_path":  # what TwoPath.sample records, for a fixed pair
-                for layer in net.layers:
-                    layer.alpha_before = layer.alpha.detach().clone()  # type: ignore[assignment]
+                for layer, pair in zip(net.layers, self.pairs, strict=True):
+                    est.set_pair(layer, pair)  # type: ignore[attr-defined]
             arch_step(net, est, x, y, self.a_opt, resample=False)
 
         return run_arch

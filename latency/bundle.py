@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from latency._io import atomic_write_json
+from latency.atomic import atomic_write_json
 from latency.errors import TableError
 from latency.header import TableHeader, now_iso
 from latency.onnx_export import INPUT_NAME, OPSET, export_onnx

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -37,6 +38,34 @@ class TableHeader:
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("device", "backend", "batch", "dtype")
 
+    def require(
+        self,
+        want: Mapping[str, Any],
+        force: bool = False,
+        *,
+        source: str = "latency table",
+        asked: str = "this run",
+        fix: str = "profile a table with that setup, or pass force=True to use this one anyway",
+    ) -> None:
+        """The one compatibility policy: every field in `want` (None: any value) must equal
+        this header's, unless `force`. A TableError names each difference and `fix`.
+
+        >>> h = TableHeader("cpu", "torch-cpu", 1, "float32")
+        >>> h.require({"batch": 2}, asked="the export")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        latency.errors.TableError: latency table was measured with batch 1, the export at batch 2...
+        """
+        if force:
+            return
+        diffs = [
+            f"{_show(name, getattr(self, name))}, {asked} at {_show(name, value)}"
+            + ("" if isinstance(value, dict) else f" ({name}={value!r})")
+            for name, value in want.items()
+            if value is not None and getattr(self, name) != value
+        ]
+        if diffs:
+            raise TableError(f"{source} was measured with {'; '.join(diffs)}; {fix}")
+
     def copy(self) -> TableHeader:
         return copy.deepcopy(self)
 
@@ -56,3 +85,7 @@ class TableHeader:
             )
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _show(name: str, value: Any) -> str:
+    return f"{value} thread(s)" if name == "threads" else f"{name} {value!r}"

@@ -78,7 +78,7 @@ def scatter_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from latency._io import atomic_write_bytes
+    from latency.atomic import atomic_write_bytes
 
     m = np.asarray(measured, float)
     lo, hi = float(m.min()) * 0.8, float(m.max()) * 1.2

@@ -57,7 +57,7 @@ def export_onnx(
             )
             data = program.model_proto.SerializeToString()
     if path is not None:
-        from latency._io import atomic_write_bytes
+        from latency.atomic import atomic_write_bytes
 
         atomic_write_bytes(path, data)
     return data

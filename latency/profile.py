@@ -37,6 +37,7 @@ def profile(
     """
     backend = get_backend(backend) if isinstance(backend, str) else backend
     fields = backend.header_fields()
+    result: LatencyTable | None = None
     if table is not None:
         protocol = _check_resumable(table, fields, protocol, force)
         todo = table.missing(items)
@@ -44,21 +45,26 @@ def profile(
     else:
         protocol = protocol or Protocol()
         todo = list(dict.fromkeys(items))
-        result = None
-    shape: dict[str, object] = {}
-    if result is not None:
-        shape.update(batch=result.header.batch, dtype=result.header.dtype)
 
     def checked(key: str) -> Builder:
         def build() -> tuple:
+            nonlocal result
             module, x = items[key]()
             got = {"batch": int(x.shape[0]), "dtype": str(x.dtype).removeprefix("torch.")}
-            if shape and got != shape:
-                raise TableError(
-                    f"item {key!r} has batch/dtype {got}, but the table holds {shape}; "
-                    "one table = one batch size and dtype: build items accordingly"
+            if result is None:  # the first item sets the new table's batch and dtype
+                header = TableHeader(
+                    **fields,
+                    **got,
+                    protocol=protocol.to_dict(),
+                    profile_command=profile_command,
                 )
-            shape.update(got)
+                result = LatencyTable(header)
+            result.header.require(
+                got,
+                source=f"item {key!r}: the table",
+                asked="the item",
+                fix="one table = one batch size and dtype: build items accordingly",
+            )
             return module, x
 
         return build
@@ -73,15 +79,7 @@ def profile(
             progress,
             desc=f"profile {backend.name} [{start + len(keys)}/{len(todo)}]",
         )
-        if result is None:
-            header = TableHeader(
-                **fields,
-                batch=int(shape["batch"]),
-                dtype=str(shape["dtype"]),
-                protocol=protocol.to_dict(),
-                profile_command=profile_command,
-            )
-            result = LatencyTable(header)
+        assert result is not None  # set by the first build
         for k, entry in got.entries.items():
             result.add(k, entry)
         if save_to is not None:
@@ -97,18 +95,21 @@ def _check_resumable(
     """Refuse to extend a table measured elsewhere or otherwise (its sums would mix setups)
     unless `force`; the protocol must match in any case."""
     h = table.header
-    for name in ("backend", "device", "threads"):
-        if getattr(h, name) != fields[name] and not force:
-            raise TableError(
-                f"cannot resume a table measured with {name}={getattr(h, name)!r} using "
-                f"{name}={fields[name]!r}; use the same setup or start a new table file"
-            )
+    h.require(
+        {name: fields[name] for name in ("backend", "device", "threads")},
+        force,
+        asked="resuming",
+        fix="cannot resume it with another setup: use the same setup, start a new table file, "
+        "or pass force=True to extend it anyway",
+    )
     if protocol is None:
         return Protocol.from_dict(h.protocol) if h.protocol else Protocol()
-    if h.protocol and protocol.to_dict() != h.protocol:
-        raise TableError(
-            f"cannot resume a table measured with protocol {h.protocol} using "
-            f"{protocol.to_dict()}; pass the same protocol (or none) or start a new table file"
+    if h.protocol:
+        h.require(
+            {"protocol": protocol.to_dict()},
+            asked="resuming",
+            fix="cannot resume it with another protocol: pass the same protocol (or none) or "
+            "start a new table file",
         )
     return protocol
 

@@ -1,13 +1,13 @@
 """A latency table (LUT): per-op measurements on one device/backend/batch/dtype, as JSON.
 
-The sum of a network's entries predicts the network's latency. A table records how it was
-measured (header) so that a table from another device is never used by mistake, and so a
-missing key can name the exact command that measures it.
+The sum of a network's entries predicts the network's latency (`latency.predict`). A table
+records how it was measured (header) so that a table from another device is never used by
+mistake, and so a missing key can name the exact command that measures it.
 
 >>> t = LatencyTable(TableHeader(device="cpu", backend="torch-cpu", batch=1, dtype="float32"))
 >>> t.add("conv_i3x8x8_o8_k3_e1_s1_r0", Entry(median_ms=0.5, p10_ms=0.4, p90_ms=0.7, n=10))
->>> t.predict(["conv_i3x8x8_o8_k3_e1_s1_r0"] * 2)
-1.0
+>>> t.missing(["conv_i3x8x8_o8_k3_e1_s1_r0", "head_i8x1x1_o10_k1_e1_s1_r0"])
+['head_i8x1x1_o10_k1_e1_s1_r0']
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from latency._io import atomic_write_json
+from latency.atomic import atomic_write_json
 from latency.errors import MissingKeyError, TableError
 from latency.header import TableHeader
 
@@ -63,34 +63,18 @@ class LatencyTable:
         """Keys not in the table, deduplicated, in first-seen order."""
         return [k for k in dict.fromkeys(str(k) for k in keys) if k not in self.entries]
 
-    def predict(self, keys: Iterable[str], calibrated: bool = False) -> float:
-        """Sum of the keys' entries (ms), optionally through the header's calibration."""
-        keys = [str(k) for k in keys]
-        if missing := self.missing(keys):
-            raise MissingKeyError(missing, self.header.profile_command)
-        total = sum(self.entries[k].median_ms for k in keys)
-        if not calibrated:
-            return total
-        cal = self.header.calibration
-        if not cal:
-            raise TableError(
-                "predict(calibrated=True) but this table has no calibration; "
-                "run validation with a calibration split first, or use calibrated=False"
-            )
-        return float(cal["a"]) * total + float(cal["b"])
-
     def merge(self, other: LatencyTable) -> LatencyTable:
         """A new table with both tables' entries (`other` wins on conflicts).
 
         Only tables measured the same way may be merged, else the sum would mix devices.
         """
-        for name in ("backend", "device", "batch", "dtype"):
-            mine, theirs = getattr(self.header, name), getattr(other.header, name)
-            if mine != theirs:
-                raise TableError(
-                    f"cannot merge tables with different {name}: {mine!r} vs {theirs!r}; "
-                    "merge only tables measured on the same device, backend, batch and dtype"
-                )
+        same = ("backend", "device", "batch", "dtype")
+        other.header.require(
+            {name: getattr(self.header, name) for name in same},
+            source="the table to merge",
+            asked="this table",
+            fix="merge only tables measured on the same device, backend, batch and dtype",
+        )
         return LatencyTable(self.header.copy(), {**self.entries, **other.entries})
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,7 +114,8 @@ class LatencyTable:
         expect_device: str | None = None,
         force: bool = False,
     ) -> LatencyTable:
-        """Load a table; refuse one from another backend/device unless `force`."""
+        """Load a table; refuse one from another backend/device unless `force`
+        (`TableHeader.require` checks any other field)."""
         path = Path(path)
         if not path.is_file():
             raise TableError(
@@ -145,15 +130,9 @@ class LatencyTable:
                 "restore it or delete it and re-run the profile command"
             ) from None
         table = cls.from_dict(data, str(path))
-        h = table.header
-        for what, want, have in (
-            ("backend", expect_backend, h.backend),
-            ("device", expect_device, h.device),
-        ):
-            if want is not None and want != have and not force:
-                raise TableError(
-                    f"latency table {str(path)!r} was measured with {what} {have!r}, but "
-                    f"{want!r} was requested; profile the requested {what} into a new table, "
-                    "or pass force=True to use this table anyway"
-                )
+        table.header.require(
+            {"backend": expect_backend, "device": expect_device},
+            force,
+            source=f"latency table {str(path)!r}",
+        )
         return table

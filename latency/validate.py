@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from latency._io import atomic_write_json
+from latency.atomic import atomic_write_json
 from latency.backends import Backend, get_backend
-from latency.errors import MissingKeyError, TableError
 from latency.header import now_iso
 from latency.metrics import fit_linear, metrics, scatter_plot
+from latency.predict import Calibration, LatencyAnalysis
 from latency.profile import measure_networks
 from latency.protocol import Builder, Protocol
 from latency.table import Entry, LatencyTable
@@ -61,21 +61,22 @@ def validate(
     keep it). `measure` is injectable so the arithmetic can be tested on fixed numbers.
     """
     backend = get_backend(backend) if isinstance(backend, str) else backend
-    if table.header.backend != backend.name and not force:
-        raise TableError(
-            f"table was measured with {table.header.backend!r}, validation asked "
-            f"for {backend.name!r}; validate on the table's backend or force=True"
-        )
+    table.header.require(
+        {"backend": backend.name},
+        force,
+        asked="validation",
+        fix="validate on the table's backend, or pass force=True",
+    )
     names = [n.name for n in networks]
     if len(set(names)) != len(names):
         raise ValueError("network names must be unique")
-    if missing := table.missing(k for n in networks for k in n.keys):
-        raise MissingKeyError(missing, table.header.profile_command)
+    LatencyAnalysis.of_keys(table, [k for n in networks for k in n.keys]).check()
     protocol = protocol or (
         Protocol.from_dict(table.header.protocol) if table.header.protocol else Protocol()
     )
     builders = {n.name: n.build for n in networks}
-    predicted = {n.name: table.predict(n.keys) for n in networks}
+    # Raw sums: the calibration is what this fits (and a stored one must not feed its refit).
+    predicted = {n.name: LatencyAnalysis.of_keys(table, n.keys, False).total() for n in networks}
     # Both passes time the same prepared runs (one ONNX export per network, not two).
     prepared: dict[str, Any] = {}
     first = measure(builders, backend, protocol, progress=progress, prepared=prepared)
@@ -102,30 +103,7 @@ def validate(
     )
     calibrated: list[float | None] | None = None
     if fit_on:
-        if unknown := set(fit_on) - set(names):
-            raise ValueError(f"calibrate_on names unknown networks: {sorted(unknown)}")
-        scored = [k for k in names if k not in set(fit_on)]
-        if not scored:
-            raise ValueError("calibration would use every network; leave some to score on")
-        a, b = fit_linear([predicted[k] for k in fit_on], [measured[k] for k in fit_on])
-        table.header.calibration = {
-            "kind": "linear",
-            "a": a,
-            "b": b,
-            "fit_on": list(fit_on),
-            "date": now_iso(),
-        }
-        cal = {k: a * predicted[k] + b for k in scored}
-        summary["calibrated"] = {
-            **metrics([cal[k] for k in scored], [measured[k] for k in scored]),
-            "raw_same_networks": metrics(
-                [predicted[k] for k in scored], [measured[k] for k in scored]
-            ),
-            "a": a,
-            "b": b,
-            "fit_on": list(fit_on),
-            "scored_on": scored,
-        }
+        summary["calibrated"], cal = _calibrate(table, names, fit_on, predicted, measured)
         calibrated = [cal.get(k) for k in names]
         for row in rows:
             row["split"] = "fit" if row["name"] in fit_on else "score"
@@ -142,3 +120,37 @@ def validate(
         )
         atomic_write_json(out / "validation.json", summary)
     return summary
+
+
+def _calibrate(
+    table: LatencyTable,
+    names: Sequence[str],
+    fit_on: Sequence[str],
+    predicted: dict[str, float],
+    measured: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fit `measured ≈ a·sum + b` on `fit_on`, store it in the table header, and score it on
+    the other networks: (summary, calibrated prediction per scored network)."""
+    if unknown := set(fit_on) - set(names):
+        raise ValueError(f"calibrate_on names unknown networks: {sorted(unknown)}")
+    scored = [k for k in names if k not in set(fit_on)]
+    if not scored:
+        raise ValueError("calibration would use every network; leave some to score on")
+    fit = Calibration(*fit_linear([predicted[k] for k in fit_on], [measured[k] for k in fit_on]))
+    table.header.calibration = {
+        "kind": "linear",
+        "a": fit.a,
+        "b": fit.b,
+        "fit_on": list(fit_on),
+        "date": now_iso(),
+    }
+    cal = {k: fit(predicted[k]) for k in scored}
+    summary = {
+        **metrics([cal[k] for k in scored], [measured[k] for k in scored]),
+        "raw_same_networks": metrics([predicted[k] for k in scored], [measured[k] for k in scored]),
+        "a": fit.a,
+        "b": fit.b,
+        "fit_on": list(fit_on),
+        "scored_on": scored,
+    }
+    return summary, cal

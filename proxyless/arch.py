@@ -12,17 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from .io import write_json_atomic
-from .ops import Block, build_fixed_parts, build_op
+from .plan import arch_plan, build_fixed, build_part, timm_block
 from .space import OpSpec, SearchSpace
-
-if TYPE_CHECKING:
-    from .supernet import SuperNet
 
 ARCH_FORMAT = "proxyless-arch"
 ARCH_VERSION = 1
@@ -110,57 +107,34 @@ class Arch:
             raise ArchError(f"arch file {path}: {e}") from e
 
     # --- models ----------------------------------------------------------------------------
-    def build(self, supernet: SuperNet | None = None) -> StandaloneNet:
-        """A standalone model; with `supernet`, its chosen ops' weights are copied over."""
-        net = StandaloneNet(self)
-        if supernet is not None:
-            net.inherit(supernet)
-        return net
+    def build(self) -> StandaloneNet:
+        """A freshly initialised standalone model (`SuperNet.extract` gives trained weights)."""
+        return StandaloneNet(self)
 
     def timm_arch_def(self) -> list[list[str]]:
         """timm EfficientNet-builder block strings, one stage per list (Zero layers dropped)."""
-        # timm adds a skip exactly where stride is 1 and channels match, as we do.
-        stages: list[list[str]] = [[f"ds_r1_k3_s1_c{self.space.first_channels}"]]
-        for layer, op in zip(self.space.layers(), self.ops, strict=True):
-            if op.is_zero:
+        stages: list[list[str]] = []
+        for part in arch_plan(self.space, self.ops):
+            if part.stage < 0:  # stem, head, classifier: timm builds its own
                 continue
-            if len(stages) <= layer.stage + 1:
-                stages.append([])
-            stages[layer.stage + 1].append(
-                f"ir_r1_k{op.kernel}_s{layer.stride}_e{op.expand}_c{layer.out_channels}"
-            )
+            stages += [[] for _ in range(part.stage + 1 - len(stages))]
+            stages[part.stage].append(timm_block(part.key))
         return [s for s in stages if s]
 
 
 class StandaloneNet(nn.Module):
-    """The derived network: same module structure as the supernet's chosen path."""
+    """The derived network: same module structure as the supernet's chosen path.
+
+    `layer_index[i]` is the searchable layer that `blocks[i]` comes from.
+    """
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         self.arch = arch
-        self.stem, self.first, self.head = build_fixed_parts(arch.space)
-        self.layer_index: list[int] = []
-        blocks = []
-        for layer, op in zip(arch.space.layers(), arch.ops, strict=True):
-            if op.is_zero:
-                continue
-            blocks.append(
-                Block(
-                    build_op(op, layer.in_channels, layer.out_channels, layer.stride),
-                    layer.residual,
-                )
-            )
-            self.layer_index.append(layer.index)
-        self.blocks = nn.Sequential(*blocks)
+        self.stem, self.first, self.head = build_fixed(arch.space)
+        blocks = [p for p in arch_plan(arch.space, arch.ops) if p.layer >= 0]
+        self.layer_index = [p.layer for p in blocks]
+        self.blocks = nn.Sequential(*(build_part(p.key) for p in blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.first(self.stem(x))))
-
-    def inherit(self, supernet: SuperNet) -> None:
-        """Copy stem, first block, head and the chosen candidates' weights from the supernet."""
-        idx = supernet.arch_indices(self.arch)
-        self.stem.load_state_dict(supernet.stem.state_dict())
-        self.first.load_state_dict(supernet.first.state_dict())
-        self.head.load_state_dict(supernet.head.state_dict())
-        for block, li in zip(self.blocks, self.layer_index, strict=True):
-            block.op.load_state_dict(supernet.layers[li].candidates[idx[li]].state_dict())

@@ -143,17 +143,11 @@ def _fvcore_cached(space_json: str, kind: str) -> SpaceCosts:
 def _fvcore_costs(space: SearchSpace, kind: str) -> SpaceCosts:
     from latency.costs import flops, params
 
-    def measure(key: OpKey | None) -> float:
-        if key is None:  # Zero
-            return 0.0
+    def measure(key: OpKey) -> float:
         module, x = bridge.key_builder(key, 1)()
         return flops(module, x) / 1e6 if kind == "flops" else params(module) / 1e3
 
-    fixed = sum(measure(k) for k in bridge.fixed_keys(space).values())
-    per_layer = [
-        [measure(bridge.candidate_key(layer, op)) for op in layer.candidates]
-        for layer in space.layers()
-    ]
+    per_layer, fixed = bridge.space_costs(space, measure)
     unit = next(iter(UNITS[kind]))
     return SpaceCosts(per_layer, fixed, unit, f"fvcore {kind} (1 multiply-add = 1 flop)")
 

@@ -157,7 +157,13 @@ def _softmax(a: torch.Tensor) -> torch.Tensor:
 @ESTIMATORS.register("two_path")
 class TwoPath(Estimator):
     """Sample two candidates from p, gate between them with p renormalised over the pair,
-    and after the update shift the pair's α so unsampled probabilities stay unchanged."""
+    and after the update shift the pair's α so unsampled probabilities stay unchanged.
+
+    The step's pairs and α before the update are this estimator's state, not the layers'."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[MixedLayer, list[int]] = {}
+        self.alpha_before: dict[MixedLayer, torch.Tensor] = {}
 
     def sample(self, layers: Iterable[MixedLayer], generator: torch.Generator | None) -> None:
         for layer in layers:
@@ -166,11 +172,15 @@ class TwoPath(Estimator):
                 pair = torch.multinomial(p, 2, replacement=False, generator=generator).tolist()
                 pick = int(torch.multinomial(p[pair], 1, generator=generator))
             layer.active = pair[pick]
-            layer.pair = pair  # type: ignore[assignment]
-            layer.alpha_before = layer.alpha.detach().clone()  # type: ignore[assignment]
+            self.set_pair(layer, pair)
+
+    def set_pair(self, layer: MixedLayer, pair: list[int]) -> None:
+        """Gate `layer` between `pair` in the next step (its active path must be one of them)."""
+        self.pairs[layer] = pair
+        self.alpha_before[layer] = layer.alpha.detach().clone()
 
     def forward(self, layer: MixedLayer, x: torch.Tensor) -> torch.Tensor:
-        pair: list[int] = layer.pair  # type: ignore[assignment]
+        pair = self.pairs[layer]
 
         def pair_probs(alpha: torch.Tensor) -> torch.Tensor:
             return torch.softmax(alpha[pair], dim=0)
@@ -182,7 +192,7 @@ class TwoPath(Estimator):
     def after_step(self, layers: Iterable[MixedLayer]) -> None:
         with torch.no_grad():
             for layer in layers:
-                pair, old = layer.pair, layer.alpha_before  # type: ignore[attr-defined]
+                pair, old = self.pairs[layer], self.alpha_before[layer]
                 new = layer.alpha.data
                 keep = torch.ones_like(new, dtype=torch.bool)
                 keep[pair] = False

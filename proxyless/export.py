@@ -230,34 +230,32 @@ def measure(
 
 
 def table_prediction(arch: Arch, table_path: str, force: bool, batch: int) -> dict[str, Any]:
-    """The latency table's prediction for `arch` (sum of its keys' entries).
+    """The latency table's prediction for `arch`, calibrated as the search's costs are
+    (`proxyless.latency_bridge.arch_analysis`, the one predictor)."""
+    from latency import LatencyTable, TableError
 
-    The keys of an arch come from `proxyless.latency_bridge.arch_keys`, the one place that
-    knows both the arch format and the table's key format.
-    """
-    from latency import LatencyTable
+    from .latency_bridge import arch_analysis
 
-    try:
-        from .latency_bridge import arch_keys
-    except ImportError as e:
-        raise ExportError(
-            "table= needs proxyless.latency_bridge.arch_keys, which this installation lacks; "
-            "export without table="
-        ) from e
     table = LatencyTable.load(table_path, force=force)
     h = table.header
-    if h.batch != batch and not force:
-        raise ExportError(
-            f"latency table {table_path} was measured at batch {h.batch}, the export at batch "
-            f"{batch}: pass batch={h.batch}, or force_table=true to compare anyway"
+    try:
+        h.require(
+            {"batch": batch},
+            force,
+            source=f"latency table {table_path}",
+            asked="the export",
+            fix=f"pass batch={h.batch}, or force_table=true to compare anyway",
         )
+    except TableError as e:
+        raise ExportError(str(e)) from None
     return {
         "path": table_path,
         "backend": h.backend,
         "device": h.device,
         "batch": h.batch,
         "threads": h.threads,
-        "predicted_ms": table.predict(arch_keys(arch)),
+        "predicted_ms": arch_analysis(arch, table).total(),
+        "calibrated": bool(h.calibration),
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from latency._io import atomic_write_bytes as write_bytes_atomic
+from latency.atomic import atomic_write_bytes as write_bytes_atomic
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

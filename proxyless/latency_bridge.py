@@ -1,159 +1,84 @@
-"""Turn search spaces and architectures into latency-table keys and modules.
+"""Latency tables for search spaces and architectures: what to profile, what a space's
+candidates cost, what an arch is predicted to take, and measuring it end to end.
 
-`latency` is generic and knows nothing of supernets; this module is the one place that says
-which keys a network is made of (stem, first block, one per searchable layer, head,
-classifier), so the sum of a network's entries predicts the whole network.
+`latency` is generic and knows nothing of supernets; the keys of a network come from its
+plan (`proxyless.plan`), so the sum of a network's entries predicts the whole network.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from latency.costs import LatencyAnalysis
 from latency.keys import OpKey
+from latency.predict import LatencyAnalysis
 from latency.protocol import Builder, Protocol
 from latency.table import LatencyTable
 from latency.validate import Network
 
 from .arch import Arch
-from .ops import Block, ConvBNAct, MBConv
-from .space import LayerSpec, OpSpec, SearchSpace
-
-
-def fixed_keys(space: SearchSpace) -> dict[str, OpKey]:
-    """Keys of the parts every network of the space has, by layer name."""
-    s, fs = space.stem_out_size, space.final_size
-    return {
-        "stem": OpKey(
-            "stem",
-            (space.in_channels, space.input_size, space.input_size),
-            space.stem_channels,
-            kernel=3,
-            stride=space.stem_stride,
-        ),
-        "first": OpKey(
-            "mbconv",
-            (space.stem_channels, s, s),
-            space.first_channels,
-            kernel=3,
-            expand=1,
-            residual=space.stem_channels == space.first_channels,
-        ),
-        "head": OpKey("head", (space.last_channels, fs, fs), space.head_channels),
-        "classifier": OpKey("linear", (space.head_channels, 1, 1), space.num_classes),
-    }
-
-
-def candidate_key(layer: LayerSpec, op: OpSpec) -> OpKey | None:
-    """Key of one candidate in one layer; None for Zero, which costs nothing."""
-    if op.is_zero:
-        return None
-    return OpKey(
-        "mbconv",
-        (layer.in_channels, layer.in_size, layer.in_size),
-        layer.out_channels,
-        kernel=op.kernel,
-        expand=op.expand,
-        stride=layer.stride,
-        residual=layer.residual,
-    )
-
-
-class _HeadConv(nn.Module):
-    """The head's 1×1 conv + pool, as one timed unit (classifier is its own key)."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv, self.pool = ConvBNAct(cin, cout, 1), nn.AdaptiveAvgPool2d(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.conv(x)).flatten(1)
-
-
-def module_for_key(key: OpKey) -> nn.Module:
-    """A freshly initialised module with the key's signature (eval mode)."""
-    c = key.in_shape[0]
-    if key.op == "stem":
-        module: nn.Module = ConvBNAct(c, key.out_channels, key.kernel, key.stride)
-    elif key.op == "mbconv":
-        body = MBConv(c, key.out_channels, key.kernel, key.expand, key.stride)
-        module = Block(body, key.residual)
-    elif key.op == "head":
-        module = _HeadConv(c, key.out_channels)
-    elif key.op == "linear":
-        module = nn.Linear(c, key.out_channels)
-    else:
-        raise ValueError(f"no module for op type {key.op!r} (key {key})")
-    return module.eval()
+from .plan import arch_plan, build_part, candidate_part, fixed_parts, space_keys
+from .space import SearchSpace
 
 
 def key_builder(key: OpKey, batch: int) -> Builder:
     def build() -> tuple[nn.Module, torch.Tensor]:
         shape = (batch, key.in_shape[0]) if key.op == "linear" else (batch, *key.in_shape)
-        return module_for_key(key), torch.randn(shape)
+        return build_part(key).eval(), torch.randn(shape)
 
     return build
-
-
-def space_keys(space: SearchSpace) -> list[OpKey]:
-    """Every key a network of the space can need, each once."""
-    keys = list(fixed_keys(space).values())
-    for layer in space.layers():
-        keys += [k for op in layer.candidates if (k := candidate_key(layer, op)) is not None]
-    return list(dict.fromkeys(keys))
 
 
 def space_items(space: SearchSpace, batch: int = 1) -> dict[str, Builder]:
     return {str(k): key_builder(k, batch) for k in space_keys(space)}
 
 
-def arch_layers(arch: Arch) -> list[tuple[str, str]]:
-    """(layer name, key) pairs of a derived network; Zero layers are absent."""
-    fixed = fixed_keys(arch.space)
-    out = [("stem", str(fixed["stem"])), ("first", str(fixed["first"]))]
-    for layer, op in zip(arch.space.layers(), arch.ops, strict=True):
-        if (key := candidate_key(layer, op)) is not None:
-            out.append((f"layers.{layer.index}", str(key)))
-    return out + [("head", str(fixed["head"])), ("classifier", str(fixed["classifier"]))]
-
-
 def arch_keys(arch: Arch) -> list[str]:
-    return [key for _, key in arch_layers(arch)]
+    """The table keys of `arch`'s network, in forward order (Zero layers are absent)."""
+    return [str(p.key) for p in arch_plan(arch.space, arch.ops)]
 
 
-def arch_analysis(arch: Arch, table: LatencyTable, calibrated: bool = False) -> LatencyAnalysis:
-    return LatencyAnalysis(table, arch_layers(arch), calibrated=calibrated)
+def arch_analysis(
+    arch: Arch, table: LatencyTable, calibrated: bool | None = None
+) -> LatencyAnalysis:
+    """`arch`'s latency against `table`, by layer; calibrated when the table has a calibration
+    (unless `calibrated` says otherwise), as the search's costs are."""
+    return LatencyAnalysis(
+        table, [(p.name, str(p.key)) for p in arch_plan(arch.space, arch.ops)], calibrated
+    )
+
+
+def space_costs(
+    space: SearchSpace, cost: Callable[[OpKey], float], fixed_extra: float = 0.0
+) -> tuple[list[list[float]], float]:
+    """Per-layer candidate costs (Zero = 0) and the fixed part, for `SuperNet.set_costs`:
+    the one split of a space's cost, whatever `cost` measures (ms, FLOPs, params)."""
+    fixed = sum(cost(p.key) for p in fixed_parts(space).values()) + fixed_extra
+    per_layer = [
+        [
+            0.0 if (p := candidate_part(layer, op)) is None else cost(p.key)
+            for op in layer.candidates
+        ]
+        for layer in space.layers()
+    ]
+    return per_layer, fixed
 
 
 def table_costs(
     space: SearchSpace, table: LatencyTable, calibrated: bool | None = None
 ) -> tuple[list[list[float]], float]:
-    """Per-layer candidate costs and the fixed part, in ms, for `SuperNet.set_costs`.
-
-    With a calibration ``a·sum + b`` in the table (used by default when present), each
-    entry is scaled by a and b joins the fixed part, so the expected latency stays linear in p.
-    """
-    use_cal = bool(table.header.calibration) if calibrated is None else calibrated
-    a, b = (1.0, 0.0)
-    if use_cal:
-        cal = table.header.calibration or {}
-        a, b = float(cal["a"]), float(cal["b"])
-    fixed = sum(table.lookup(str(k)).median_ms for k in fixed_keys(space).values())
-    missing = table.missing(str(k) for k in space_keys(space))
-    if missing:
-        table.lookup(missing[0])  # raises MissingKeyError naming the key and command
-    per_layer = [
-        [
-            0.0 if (k := candidate_key(layer, op)) is None else a * table.lookup(str(k)).median_ms
-            for op in layer.candidates
-        ]
-        for layer in space.layers()
-    ]
-    return per_layer, a * fixed + b
+    """`space_costs` in ms from `table`, through the predictor: with a calibration
+    ``a·sum + b`` (used by default when present), each entry is scaled by a and b joins the
+    fixed part, so the expected latency stays linear in p."""
+    keys = [str(k) for k in space_keys(space)]
+    analysis = LatencyAnalysis(table, list(zip(keys, keys, strict=True)), calibrated)
+    analysis.check()
+    ms = analysis.by_layer()
+    return space_costs(space, lambda key: ms[str(key)], analysis.calibration.b)  # type: ignore[return-value]
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .ops import Zero, build_op
+from .ops import Zero
+from .plan import build_op, candidate_part
 from .space import LayerSpec
 
 
@@ -20,9 +21,8 @@ class MixedLayer(nn.Module):
         super().__init__()
         self.spec = spec
         self.residual = spec.residual
-        self.candidates = nn.ModuleList(
-            build_op(c, spec.in_channels, spec.out_channels, spec.stride) for c in spec.candidates
-        )
+        parts = [candidate_part(spec, op) for op in spec.candidates]
+        self.candidates = nn.ModuleList(Zero() if p is None else build_op(p.key) for p in parts)
         self.alpha = nn.Parameter(torch.randn(len(spec.candidates)) * alpha_init_std)
         self.active = 0
 

@@ -1,4 +1,4 @@
-"""Candidate ops and the fixed parts of the network. Blocks never see op strings.
+"""The network's modules. Blocks never see op strings; `proxyless.plan` builds them from keys.
 
 The residual connection lives in `Block` (and in the supernet's mixed layer), not in the op,
 so that Zero means "skip the block" and an op's output is what the arch gradient needs.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from .space import OpSpec, SearchSpace
 
 
 class ConvBNAct(nn.Sequential):
@@ -50,17 +48,6 @@ class Zero(nn.Module):
         return x.new_zeros(()).expand_as(x)
 
 
-def build_op(spec: OpSpec, cin: int, cout: int, stride: int) -> nn.Module:
-    """The one builder from an op spec to a module."""
-    if spec.is_zero:
-        if stride != 1 or cin != cout:
-            raise ValueError(f"zero op needs stride 1 and in == out channels, got {cin}->{cout}")
-        return Zero()
-    if spec.kind == "mb":
-        return MBConv(cin, cout, spec.kernel, spec.expand, stride)
-    raise ValueError(f"unknown op kind {spec.kind!r}")
-
-
 class Block(nn.Module):
     """A chosen op plus its residual connection where shapes allow."""
 
@@ -73,27 +60,22 @@ class Block(nn.Module):
         return x + y if self.residual else y
 
 
-class Head(nn.Module):
-    """1×1 conv to the head width, global pool, dropout, classifier."""
+class HeadConv(ConvBNAct):
+    """The head's 1×1 conv, pooled and flattened: one timed unit (the classifier is another)."""
 
-    def __init__(self, cin: int, width: int, num_classes: int, dropout: float = 0.0) -> None:
+    def __init__(self, cin: int, width: int) -> None:
+        super().__init__(cin, width, 1)
+        self.extend([nn.AdaptiveAvgPool2d(1), nn.Flatten(1)])
+
+
+class Head(nn.Module):
+    """Head conv (pooled), dropout, classifier."""
+
+    def __init__(self, conv: nn.Module, classifier: nn.Module, dropout: float = 0.0) -> None:
         super().__init__()
-        self.conv = ConvBNAct(cin, width, 1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = conv
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.classifier = nn.Linear(width, num_classes)
+        self.classifier = classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.conv(x)).flatten(1)
-        return self.classifier(self.dropout(x))
-
-
-def build_fixed_parts(space: SearchSpace) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """Stem, first block (MBConv k3 e1, no skip unless shapes match) and head of a space."""
-    stem = ConvBNAct(space.in_channels, space.stem_channels, 3, space.stem_stride)
-    first = Block(
-        MBConv(space.stem_channels, space.first_channels, 3, 1, 1),
-        residual=space.stem_channels == space.first_channels,
-    )
-    head = Head(space.last_channels, space.head_channels, space.num_classes, space.dropout)
-    return stem, first, head
+        return self.classifier(self.dropout(self.conv(x)))

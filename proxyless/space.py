@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 _OP_RE = re.compile(r"^mb_k(?P<k>\d+)_e(?P<e>\d+)$")
@@ -104,7 +104,6 @@ class SearchSpace:
     width_mult: float = 1.0
     dropout: float = 0.0
     in_channels: int = 3
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -165,7 +164,6 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["stages"] = [asdict(s) for s in self.stages]
-        d.pop("extra")
         return d
 
     @classmethod

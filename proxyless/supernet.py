@@ -18,10 +18,12 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .arch import Arch
+from latency.costs import expected_cost
+
+from .arch import Arch, StandaloneNet
 from .estimators import Estimator
 from .mixed_op import MixedLayer
-from .ops import build_fixed_parts
+from .plan import build_fixed
 from .space import SearchSpace
 
 
@@ -29,7 +31,7 @@ class SuperNet(nn.Module):
     def __init__(self, space: SearchSpace, alpha_init_std: float = 1e-3) -> None:
         super().__init__()
         self.space = space
-        self.stem, self.first, self.head = build_fixed_parts(space)
+        self.stem, self.first, self.head = build_fixed(space)
         self.layers = nn.ModuleList(MixedLayer(s, alpha_init_std) for s in space.layers())
         self._costs: list[torch.Tensor] | None = None
         self._fixed_cost = 0.0
@@ -107,9 +109,7 @@ class SuperNet(nn.Module):
 
     def expected_cost(self) -> torch.Tensor:
         """fixed + Σ_layers Σ_j p_j · cost_j, differentiable in α (uses the full softmax)."""
-        costs = self._cost_tensors()
-        total = sum((p * c).sum() for p, c in zip(self.probabilities(), costs, strict=True))
-        return total + self._fixed_cost  # type: ignore[return-value]
+        return expected_cost(self.probabilities(), self._cost_tensors(), self._fixed_cost)
 
     def sampled_cost(self) -> torch.Tensor:
         costs = self._cost_tensors()
@@ -139,3 +139,13 @@ class SuperNet(nn.Module):
         return [
             layer.spec.candidates.index(op) for layer, op in zip(self.layers, arch.ops, strict=True)
         ]
+
+    def extract(self, arch: Arch) -> StandaloneNet:
+        """`arch` as a standalone model holding this supernet's weights for its chosen ops."""
+        idx = self.arch_indices(arch)
+        net = arch.build()
+        for name in ("stem", "first", "head"):
+            getattr(net, name).load_state_dict(getattr(self, name).state_dict())
+        for block, li in zip(net.blocks, net.layer_index, strict=True):
+            block.op.load_state_dict(self.layers[li].candidates[idx[li]].state_dict())
+        return net

@@ -151,7 +151,7 @@ def build_model(arch: Arch, from_search: str | Path | None = None) -> nn.Module:
             f"{arch.space.name!r} ({str(e).splitlines()[0]}); pass the checkpoint of the search "
             "that derived this arch"
         ) from e
-    return arch.build(supernet=supernet)
+    return supernet.extract(arch)
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict[str, Any]]:

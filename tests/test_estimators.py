@@ -99,7 +99,7 @@ def test_two_path_keeps_unsampled_probabilities_and_matches_pair_mixture():
     for _ in range(5):
         est.sample([layer], torch.Generator().manual_seed(_))
         p_before = layer.probs().detach().clone()
-        pair = layer.pair
+        pair = est.pairs[layer]
         grad = _linear_loss_grad(layer, est, x, w)
         others = [j for j in range(layer.num_candidates) if j not in pair]
         assert torch.all(grad[others] == 0)

@@ -13,6 +13,7 @@ from proxyless.latency_bridge import (
     space_keys,
     table_costs,
 )
+from proxyless.plan import arch_plan
 from proxyless.space import get_space
 from proxyless.supernet import SuperNet
 
@@ -49,7 +50,7 @@ def test_expected_cost_of_a_one_hot_supernet_equals_the_table_sum_of_its_arch():
         for a in net.arch_parameters():
             a.zero_()[torch.randint(len(a), (1,), generator=gen)] = 50.0
     arch = net.derive()
-    predicted = table.predict(arch_keys(arch))
+    predicted = sum(table.entries[k].median_ms for k in arch_keys(arch))
     assert net.expected_cost().item() == pytest.approx(predicted, rel=1e-5)
     assert arch_analysis(arch, table).total() == pytest.approx(predicted)
 
@@ -63,8 +64,12 @@ def test_calibration_is_folded_into_the_costs():
     net = SuperNet(space)
     net.set_costs(per_layer, fixed)
     net.set_paths(net.arch_indices(arch))
-    assert net.sampled_cost().item() == pytest.approx(
-        table.predict(arch_keys(arch), calibrated=True), rel=1e-5
+    want = 1.5 * sum(table.entries[k].median_ms for k in arch_keys(arch)) + 0.25
+    assert net.sampled_cost().item() == pytest.approx(want, rel=1e-5)
+    # export and the search summary predict through the same calibration by default
+    assert arch_analysis(arch, table).total() == pytest.approx(want)
+    assert arch_analysis(arch, table, calibrated=False).total() == pytest.approx(
+        (want - 0.25) / 1.5
     )
 
 
@@ -81,3 +86,21 @@ def test_sampled_archs_are_seeded_and_varied():
     a, b = sample_archs(space, 5, seed=1), sample_archs(space, 5, seed=1)
     assert [x.ops for x in a] == [x.ops for x in b]
     assert len({tuple(x.block_strings()) for x in a}) > 1
+
+
+def test_the_model_keys_and_key_modules_come_from_one_plan():
+    space = get_space("tiny")
+    arch = sample_archs(space, 1, seed=5)[0]
+    plan = arch_plan(space, arch.ops)
+    assert [str(p.key) for p in plan] == arch_keys(arch)
+    assert len(plan) == 4 + sum(not op.is_zero for op in arch.ops)
+    # the standalone model is the plan's per-key modules, in order
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    model = arch.build()
+    assert count(model) == sum(count(key_builder(p.key, 1)()[0]) for p in plan)
+    x = torch.randn(1, 3, 32, 32)
+    for part in plan:
+        module, x_part = key_builder(part.key, 1)()
+        assert x_part.shape[1:] == x.shape[1:]
+        with torch.no_grad():
+            x = module(x)

@@ -9,6 +9,7 @@ import pytest
 from latency.table import Entry, LatencyTable, TableHeader
 from proxyless import latency_bridge as bridge
 from proxyless.costs import CostConfig, CostError, layer_costs
+from proxyless.plan import fixed_parts
 from proxyless.space import get_space
 
 
@@ -50,7 +51,7 @@ def test_lut_costs_match_table(tmp_path: Path) -> None:
     costs = layer_costs(get_space("tiny"), CostConfig(kind="lut", table=str(path)))
     table = LatencyTable.load(path)
     fixed = sum(
-        table.entries[str(k)].median_ms for k in bridge.fixed_keys(get_space("tiny")).values()
+        table.entries[str(p.key)].median_ms for p in fixed_parts(get_space("tiny")).values()
     )
     assert costs.fixed == pytest.approx(fixed)
     us = layer_costs(get_space("tiny"), CostConfig(kind="lut", table=str(path), unit="us"))

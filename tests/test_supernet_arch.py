@@ -65,7 +65,7 @@ def test_derive_then_standalone_with_inherited_weights_matches_supernet_path():
     assert arch.ops == [
         layer.spec.candidates[int(p.argmax())] for layer, p in zip(net.layers, net.probabilities())
     ]
-    model = arch.build(supernet=net).eval()
+    model = net.extract(arch).eval()
     net.set_paths(net.arch_indices(arch))
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -95,9 +95,12 @@ def test_arch_file_round_trip(tmp_path):
     assert len(data["probs"]) == 6 and data["input_size"] == 32
 
 
-@pytest.mark.parametrize("space_name", ["tiny", "imagenet"])
-def test_timm_builds_the_same_network(space_name):
-    space = get_space(space_name)
+@pytest.mark.parametrize(
+    ("space_name", "overrides"),
+    [("tiny", {}), ("imagenet", {}), ("tiny", {"expand_ratios": (1, 6)})],  # e1: timm's ds
+)
+def test_timm_builds_the_same_network(space_name, overrides):
+    space = get_space(space_name, **overrides)
     gen = torch.Generator().manual_seed(3)
     ops = [
         layer.candidates[int(torch.randint(len(layer.candidates), (1,), generator=gen))]

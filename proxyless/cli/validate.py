@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from latency.errors import MissingKeyError, TableError
+from latency.errors import MissingKeyError
 from proxyless.cli._common import config_dir, exit_on_user_error
 from proxyless.cli.profile import (
     CLIError,
@@ -36,7 +36,8 @@ PROG = "proxyless-validate"
 
 
 def load_table(cfg: DictConfig) -> tuple[Any, Any]:
-    """(table, backend): the table, checked against the backend/device/threads asked for."""
+    """(table, backend): the table, checked against the backend/device/threads asked for
+    (those not asked for default to the table's)."""
     from latency.table import LatencyTable
 
     path = Path(cfg.table)
@@ -53,15 +54,13 @@ def load_table(cfg: DictConfig) -> tuple[Any, Any]:
             f"{path} was measured on a device ({h.device!r}) with latency_runner.py; whole "
             "networks cannot be measured from here: validate on that device, or pass backend="
         )
-    threads = int(cfg.threads or h.threads)
-    backend = make_backend(name, threads)
-    # Refuses another backend/device unless force (the message names both).
-    table = LatencyTable.load(path, name, backend.device_name(), force=bool(cfg.force))
-    if threads != h.threads and not cfg.force:
-        raise TableError(
-            f"latency table {str(path)!r} was measured with {h.threads} thread(s), "
-            f"threads={threads} was requested; use the table's thread count or force=true"
-        )
+    backend = make_backend(name, int(cfg.threads or h.threads))
+    h.require(
+        {"backend": name, "device": backend.device_name(), "threads": backend.threads},
+        bool(cfg.force),
+        source=f"latency table {str(path)!r}",
+        fix="validate with the table's setup, or pass force=true to validate anyway",
+    )
     return table, backend
 
 
@@ -78,7 +77,7 @@ def remeasure_command(cfg: DictConfig, table: Any) -> str:
 
 def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, Any]:
     """The whole app on a composed config; returns the summary (also written to out_dir)."""
-    from latency._io import atomic_write_json
+    from latency.atomic import atomic_write_json
     from latency.table import LatencyTable
     from latency.validate import validate
     from proxyless.latency_bridge import arch_network, sample_archs

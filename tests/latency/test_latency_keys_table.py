@@ -8,6 +8,7 @@ import pytest
 
 from latency.backends import BACKENDS
 from latency.keys import OpKey
+from latency.predict import LatencyAnalysis
 from latency.registry import Registry
 from latency.table import Entry, LatencyTable, MissingKeyError, TableError, TableHeader
 
@@ -66,17 +67,21 @@ def test_missing_key_error_names_key_and_command() -> None:
     assert isinstance(info.value, KeyError)
     assert "conv_i3x8x8_o8_k3_e1_s1_r0" in str(info.value) and CMD in str(info.value)
     with pytest.raises(MissingKeyError, match="'zz'"):
-        t.predict(["a", "zz"])
+        LatencyAnalysis.of_keys(t, ["a", "zz"]).total()
 
 
 def test_missing_and_predict() -> None:
     t = make_table(a=1.0, b=2.5)
     assert t.missing(["a", "c", "d", "c"]) == ["c", "d"]
-    assert t.predict(["a", "b", "b"]) == pytest.approx(6.0)
+    assert LatencyAnalysis.of_keys(t, ["a", "b", "b"]).total() == pytest.approx(6.0)
     with pytest.raises(TableError, match="no calibration"):
-        t.predict(["a"], calibrated=True)
+        LatencyAnalysis.of_keys(t, ["a"], calibrated=True)
     t.header.calibration = {"kind": "linear", "a": 2.0, "b": 0.5}
-    assert t.predict(["a", "b"], calibrated=True) == pytest.approx(2.0 * 3.5 + 0.5)
+    assert LatencyAnalysis.of_keys(t, ["a", "b"], calibrated=True).total() == pytest.approx(
+        2.0 * 3.5 + 0.5
+    )
+    assert LatencyAnalysis.of_keys(t, ["a", "b"]).total() == pytest.approx(2.0 * 3.5 + 0.5)
+    assert LatencyAnalysis.of_keys(t, ["a", "b"], calibrated=False).total() == pytest.approx(3.5)
 
 
 def test_merge() -> None:

@@ -9,6 +9,7 @@ import pytest
 from torch import nn
 
 from latency.metrics import fit_linear, metrics
+from latency.predict import LatencyAnalysis
 from latency.profile import profile
 from latency.table import Entry, LatencyTable, TableHeader
 from latency.validate import Network, split_for_calibration, validate
@@ -77,7 +78,9 @@ def test_validate_with_calibration_and_noise_floor(tmp_path) -> None:
     assert cal["mape"] == pytest.approx(want)
     assert cal["raw_same_networks"]["mape"] == pytest.approx(100 * (0.2 / 2.2 + 0.25) / 2)
     assert table.header.calibration["a"] == pytest.approx(a)
-    assert table.predict(["k2"], calibrated=True) == pytest.approx(a * 2 + b)
+    assert LatencyAnalysis.of_keys(table, ["k2"], calibrated=True).total() == pytest.approx(
+        a * 2 + b
+    )
     saved = json.loads((tmp_path / "validation.json").read_text())
     assert saved["calibrated"]["scored_on"] == ["n2", "n3"]
     assert (tmp_path / "validation.png").read_bytes()[:4] == b"\x89PNG"
