@@ -76,6 +76,9 @@ class Settings:
     targets: tuple[float, ...] = (0.25, 0.5, 0.75)
     estimators: tuple[str, ...] = ("all_paths", "two_path", "reinforce")
     objective: str = "add_abs"
+    # ONNX Runtime tables predict whole networks within noise on CPU (README); eager
+    # torch-CPU tables under-predict them by ~16 %, which would blur "equal latency".
+    hardware: tuple[str, ...] = ("hardware=profile", "hardware.backend=ort-cpu")
     random_candidates: int = 24
     calib_batches: int = 8
     budget: Budget = field(default_factory=Budget)
@@ -120,6 +123,7 @@ def search_overrides(s: Settings, seed: int, run_dir: Path, extra: list[str]) ->
         f"space={s.space}",
         *common_overrides(s),
         f"objective={s.objective}",
+        *s.hardware,
         f"seed={seed}",
         f"threads={s.threads}",
         f"run_dir={run_dir}",
@@ -131,16 +135,19 @@ def search_overrides(s: Settings, seed: int, run_dir: Path, extra: list[str]) ->
         "log.heatmap=false",
         "log.progress=false",
         "checkpoint.keep_warmup=true",
-        *([f"data.train_subset={s.budget.train_subset}"] if s.budget.train_subset else []),
+        *([f"++data.train_subset={s.budget.train_subset}"] if s.budget.train_subset else []),
         *extra,
     ]
 
 
 # --- workers ------------------------------------------------------------------------------
 def _init_worker(threads: int) -> None:
+    """Each worker: its own thread budget, quiet logs, and stdout kept for the JSON rows
+    (the search's summary table goes to stderr)."""
     import torch
 
     torch.set_num_threads(threads)
+    sys.stdout = sys.stderr
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("proxyless").setLevel(logging.WARNING)
 
@@ -183,7 +190,7 @@ def train_job(
             f"seed={seed}",
             "tensorboard=false",
             "resume=true",
-            *([f"data.train_subset={s.budget.train_subset}"] if s.budget.train_subset else []),
+            *([f"++data.train_subset={s.budget.train_subset}"] if s.budget.train_subset else []),
         ],
     )
     t0 = time.time()
