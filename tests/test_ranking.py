@@ -56,7 +56,7 @@ def test_inherited_accuracy_equals_the_standalone_net_with_inherited_weights() -
     state_before = {k: v.clone() for k, v in net.state_dict().items()}
     accs = inherited_accuracy(net, archs, [(x, y)], calib)
     for arch, acc in zip(archs, accs):
-        model = arch.build(supernet=net)
+        model = net.extract(arch)
         with bn_recalibrated(model, calib), torch.no_grad():
             standalone = float((model(x).argmax(1) == y).float().mean())
         assert acc == pytest.approx(standalone, abs=1e-9)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latency._io import atomic_write_bytes
+from latency.atomic import atomic_write_bytes
 
 CLASSES = (
     "disc",
