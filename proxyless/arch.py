@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .io import write_json_atomic
+from latency._io import atomic_write_json as write_json_atomic
+
 from .ops import Block, build_fixed_parts, build_op
 from .space import OpSpec, SearchSpace
 
