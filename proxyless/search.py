@@ -136,7 +136,9 @@ class _Search:
         self.history = state["history"]
         if self.main:
             g = self.progress
-            log.info("resumed %s: step %d, epoch %d", self.rundir.checkpoint, g.global_step, g.epoch)
+            log.info(
+                "resumed %s: step %d, epoch %d", self.rundir.checkpoint, g.global_step, g.epoch
+            )
 
     def checkpoint(self) -> None:
         sync_buffers(self.net, self.ctx)  # BN running stats: the average over ranks

@@ -437,7 +437,9 @@ class _Train:
         if self.writer is not None:
             self.writer.close()
         metrics = self.metrics()
-        metrics.update(finished=self.epoch >= self.cfg.epochs, checkpoint=str(self.rundir.checkpoint))
+        metrics.update(
+            finished=self.epoch >= self.cfg.epochs, checkpoint=str(self.rundir.checkpoint)
+        )
         if self.main:
             write_json(self.rundir.path / "metrics.json", metrics)
         barrier(self.ctx)  # the run's files are written when any rank returns
