@@ -19,6 +19,7 @@ from torch import nn
 
 from latency.device import cpu_name, gpu_name, package_versions
 from latency.registry import Registry
+from latency.threads import torch_threads
 
 Run = Callable[[], object]
 
@@ -71,12 +72,12 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
 
 @BACKENDS.register("torch-cpu")
 class TorchCPU(Backend):
-    """Eager PyTorch on CPU with `torch.set_num_threads(threads)`."""
+    """Eager PyTorch on CPU with `threads` intra-op threads while it times (the caller's
+    thread count is restored afterwards: profiling inside a search must not change it)."""
 
     name = "torch-cpu"
 
     def prepare(self, module: nn.Module, example_input: torch.Tensor) -> Run:
-        torch.set_num_threads(self.threads)
         module, x = module.eval().cpu(), example_input.cpu()
 
         def run() -> object:
@@ -84,6 +85,10 @@ class TorchCPU(Backend):
                 return module(x)
 
         return run
+
+    def time_calls(self, run: Run, repeats: int) -> list[float]:
+        with torch_threads(self.threads):
+            return super().time_calls(run, repeats)
 
 
 @BACKENDS.register("torch-cuda")
@@ -130,24 +135,31 @@ class TorchCUDA(Backend):
         }
 
 
+def ort_session(model: bytes, threads: int, providers: list[str] | None = None) -> Any:
+    """The one way an ONNX Runtime session is made: `threads` intra-op threads, sequential,
+    all graph optimisations, quiet; `providers` default to the CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    providers = providers or ["CPUExecutionProvider"]
+    return ort.InferenceSession(model, sess_options=opts, providers=providers)
+
+
 class _ORT(Backend):
     """ONNX Runtime: the module is exported to ONNX (static shape) and run by a session."""
 
     providers: ClassVar[list[str]] = ["CPUExecutionProvider"]
 
     def _session(self, module: nn.Module, example_input: torch.Tensor) -> Any:
-        import onnxruntime as ort
-
         from latency.onnx_export import export_onnx
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
         model = export_onnx(module.cpu(), example_input.cpu())
-        return ort.InferenceSession(model, sess_options=opts, providers=self.providers)
+        return ort_session(model, self.threads, self.providers)
 
     def versions(self) -> dict[str, str]:
         return package_versions("onnxruntime", "onnx", "torch")

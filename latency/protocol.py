@@ -54,7 +54,11 @@ class Protocol:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Protocol:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        """The inverse of `to_dict` (its derived `statistic` is dropped); any other
+        unknown key is a ConfigError, so a typo in a protocol override is never ignored."""
+        from latency.config_dict import from_dict
+
+        return from_dict(cls, {k: v for k, v in data.items() if k != "statistic"})
 
 
 @dataclass

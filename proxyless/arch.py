@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .io import write_json_atomic
+from latency.atomic import atomic_write_json as write_json_atomic
+
 from .plan import arch_plan, build_fixed, build_part, timm_block
 from .space import OpSpec, SearchSpace
 

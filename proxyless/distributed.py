@@ -1,4 +1,4 @@
-"""torchrun / DistributedDataParallel helpers for the search and training loops.
+"""torchrun / DistributedDataParallel: joining the job, collectives, the synced optimizer.
 
 Launch with ``torchrun --nproc_per_node N proxyless-search …``; `init_distributed` reads the
 torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and falls back to a
@@ -38,27 +38,22 @@ forward); `sync_buffers` averages them — call it before evaluating or saving.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
+import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from . import steps
-from .estimators import Estimator, Objective
-from .supernet import SuperNet
-
 T = TypeVar("T")
-Precision = Literal["fp32", "bf16", "fp16"]
 DEFAULT_TIMEOUT_S = 600.0
 
 
@@ -134,24 +129,18 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def is_main() -> bool:
-    """True on rank 0, and in a process that is not part of a distributed job."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def rank_zero_only(fn: Callable[..., T]) -> Callable[..., T | None]:
-    """Run `fn` on rank 0 only (logging, checkpoints, arch files); None elsewhere."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T | None:
-        return fn(*args, **kwargs) if is_main() else None
-
-    return wrapper
-
-
 def barrier(ctx: DistContext) -> None:
     if ctx.is_distributed:
         dist.barrier()
+
+
+def broadcast_object(value: T, ctx: DistContext, src: int = 0) -> T:
+    """Rank `src`'s `value` on every rank (a run dir, a cost table); `value` in one process."""
+    if not ctx.is_distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -183,7 +172,7 @@ def average_gradients(params: Iterable[torch.Tensor], ctx: DistContext) -> None:
     """Average the `.grad` of the parameters that have one; None stays None.
 
     Every rank must hold gradients for the same parameters (a shared path), which the
-    per-step shared generator guarantees; `check_same_across_ranks` verifies it when in doubt.
+    per-step shared generator guarantees.
     """
     if ctx.is_distributed:
         _all_reduce_mean([p.grad for p in params if p.grad is not None], ctx.world_size)
@@ -226,88 +215,32 @@ def sync_buffers(module: nn.Module, ctx: DistContext) -> None:
             t.copy_(value)
 
 
-def check_same_across_ranks(values: list[int], ctx: DistContext, what: str = "values") -> None:
-    """Raise if `values` (e.g. `net.active_paths()`) differ between ranks. Costs 1 all_reduce."""
-    if not ctx.is_distributed:
-        return
-    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
-    both = torch.cat([t, -t])
-    dist.all_reduce(both, op=dist.ReduceOp.MAX)
-    if not torch.equal(both[: len(values)], -both[len(values) :]):
-        raise DistributedError(f"{what} differ between ranks on rank {ctx.rank}: {values}")
-
-
 # --- optimizer steps ---------------------------------------------------------------------------
 class SyncedOptimizer:
     """Averages the gradients of `params` over ranks inside `step()`, then steps `optimizer`.
 
-    With a GradScaler the gradients are unscaled first and the scaler steps and updates.
     Exposes what `proxyless.steps` uses (`zero_grad`, `step`, `param_groups`).
     """
 
     def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        params: Iterable[torch.Tensor],
-        ctx: DistContext,
-        scaler: torch.amp.GradScaler | None = None,
+        self, optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], ctx: DistContext
     ) -> None:
-        self.optimizer, self.params, self.ctx, self.scaler = optimizer, list(params), ctx, scaler
+        self.optimizer, self.params, self.ctx = optimizer, list(params), ctx
         self.param_groups = optimizer.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def step(self) -> None:
-        if self.scaler is not None and self.scaler.is_enabled():
-            self.scaler.unscale_(self.optimizer)
         average_gradients(self.params, self.ctx)
-        if self.scaler is not None and self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        self.optimizer.step()
 
 
-def distributed_weight_step(
-    net: SuperNet,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    ctx: DistContext,
-    generator: torch.Generator | None = None,
-    uniform: bool = False,
-    label_smoothing: float = 0.0,
-    precision: Precision = "fp32",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`steps.weight_step` with weight gradients averaged over ranks before the update.
-
-    Pass `step_generator(seed, global_step)` so every rank trains the same path. The
-    returned loss is this rank's; use `reduce_mean` to log the global one.
-    """
-    synced = SyncedOptimizer(optimizer, net.weight_parameters(), ctx)
-    with autocast_context(precision, ctx.device):
-        return steps.weight_step(net, x, y, synced, generator, uniform, label_smoothing)  # type: ignore[arg-type]
-
-
-def distributed_arch_step(
-    net: SuperNet,
-    estimator: Estimator,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    ctx: DistContext,
-    generator: torch.Generator | None = None,
-    objective: Objective | None = None,
-    precision: Precision = "fp32",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`steps.arch_step` on the plain module with α gradients averaged before the update.
-
-    Prefer bf16 to fp16 here: `arch_step` has no loss scaling, so fp16 gradients can underflow.
-    """
-    synced = SyncedOptimizer(optimizer, net.arch_parameters(), ctx)
-    with autocast_context(precision, ctx.device):
-        return steps.arch_step(net, estimator, x, y, synced, generator, objective)  # type: ignore[arg-type]
+def synced(
+    optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], ctx: DistContext
+) -> Any:
+    """`optimizer` itself in one process, else a `SyncedOptimizer` over `params`."""
+    return SyncedOptimizer(optimizer, params, ctx) if ctx.is_distributed else optimizer
 
 
 def wrap_ddp(model: nn.Module, ctx: DistContext, **kwargs: Any) -> nn.Module:
@@ -319,27 +252,6 @@ def wrap_ddp(model: nn.Module, ctx: DistContext, **kwargs: Any) -> nn.Module:
         return model
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, **kwargs)
-
-
-# --- mixed precision -------------------------------------------------------------------------
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast_context(
-    precision: Precision, device: torch.device | str
-) -> contextlib.AbstractContextManager[Any]:
-    """`torch.autocast` for bf16/fp16 on `device`; a no-op context for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision not in _DTYPES:
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-    return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[precision])
-
-
-def make_grad_scaler(precision: Precision, device: torch.device | str) -> torch.amp.GradScaler:
-    """A GradScaler that is enabled only for fp16 (bf16 and fp32 need no loss scaling)."""
-    dev = torch.device(device).type
-    return torch.amp.GradScaler(dev, enabled=precision == "fp16")
 
 
 # --- failure handling ------------------------------------------------------------------------
@@ -358,6 +270,8 @@ def run_distributed(
     try:
         ctx = init_distributed(device, timeout_s)
         rank = ctx.rank
+        if not ctx.is_main:  # one log for the job: other ranks report warnings only
+            logging.getLogger("proxyless").setLevel(logging.WARNING)
         result = fn(ctx)
     except BaseException as exc:  # noqa: BLE001 - report every failure, then exit
         if isinstance(exc, SystemExit) and exc.code in (0, None):

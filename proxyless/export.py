@@ -3,7 +3,8 @@
 Steps: load the network (train checkpoint, or an arch.json alone with random weights for
 latency checks); write `model.onnx` atomically; `onnx.checker`; compare onnxruntime's
 output with torch's on a random input (fp32, CPU, max abs diff <= `parity_tol`); measure
-the median latency in onnxruntime and in torch (batch 1 by default); and, given a latency
+the latency in onnxruntime and in torch (batch 1 by default) with the latency tables' own
+protocol (`latency.protocol`), so the numbers compare with a table's; and, given a latency
 table, put the table's prediction beside the measurements. Writes `export.json`.
 
 >>> result = export(ExportConfig(arch="arch.json", out_dir="exp"))  # doctest: +SKIP
@@ -14,9 +15,6 @@ True
 from __future__ import annotations
 
 import logging
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from latency.atomic import atomic_write_bytes
+from latency.backends import ort_session
+from latency.config_dict import from_dict
 from latency.onnx_export import INPUT_NAME, export_onnx
 
 from .arch import Arch
-from .io import load_checkpoint, run_info, write_bytes_atomic, write_json_atomic
+from .run import TRAIN_KIND, load_checkpoint, run_info, write_json
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx",)
 OUTPUT_NAME = "logits"
 
 
@@ -45,7 +45,7 @@ class ExportConfig:
     checkpoint: str | None = None  # a train checkpoint (last.pt / best.pt)
     arch: str | None = None  # or an arch.json alone: random weights, for latency checks
     weights: str = "auto"  # auto (EMA if the run kept one) | model | ema
-    format: str = "onnx"
+    format: str = "onnx"  # the one format there is
     out_dir: str | None = None  # None: the checkpoint's folder, or beside the arch file
     name: str = "model.onnx"
     batch: int = 1
@@ -53,13 +53,18 @@ class ExportConfig:
     opset: int = 17
     dynamic_batch: bool = False
     parity_tol: float = 1e-4
-    warmup: int = 10
-    repeats: int = 50
+    warmup: int = 10  # untimed calls before timing (latency.protocol.Protocol.warmup)
+    repeats: int = 50  # least calls per timed window (Protocol.repeats)
     threads: int | None = None  # None: the table's threads if a table is given, else 1
     device: str = "cpu"  # torch timing device: cpu | cuda | auto (ORT follows it)
     table: str | None = None  # a latency table (JSON) to put its prediction beside
     force_table: bool = False  # use a table measured on another backend/device
     seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExportConfig:
+        """Nested plain dict (e.g. a resolved Hydra config); unknown keys fail."""
+        return from_dict(cls, d)
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -80,8 +85,6 @@ def load_network(cfg: ExportConfig) -> tuple[Arch, nn.Module, dict[str, Any]]:
             f"checkpoint={cfg.checkpoint} looks like an arch file; pass it as arch=<arch.json> "
             "(random weights) or give a train checkpoint (last.pt / best.pt)"
         )
-    from .train import TRAIN_KIND  # lazily: train pulls in the data stack (torchvision)
-
     state = load_checkpoint(cfg.checkpoint, kind=TRAIN_KIND)  # type: ignore[arg-type]
     arch = Arch.from_dict(state["arch"])
     model = arch.build()
@@ -145,22 +148,9 @@ def check_onnx(data: bytes) -> None:
         raise ExportError(f"the exported ONNX model fails onnx.checker: {e}") from e
 
 
-def ort_session(data: bytes, threads: int, cuda: bool = False) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    if cuda and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(data, sess_options=opts, providers=providers)
-
-
 def parity(model: nn.Module, data: bytes, inputs: list[torch.Tensor], tol: float) -> dict:
     """Max abs diff between torch (fp32, CPU) and onnxruntime (CPU) on random inputs."""
-    sess = ort_session(data, threads=1)
+    sess = ort_session(data, threads=1)  # the CPU provider
     worst = 0.0
     for x in inputs:
         with torch.no_grad():
@@ -179,54 +169,39 @@ def parity(model: nn.Module, data: bytes, inputs: list[torch.Tensor], tol: float
 
 
 # --- latency ------------------------------------------------------------------------------------
-def time_calls(run: Callable[[], object], warmup: int, repeats: int, sync: Callable = lambda: None):
-    """Median and spread (ms) of `repeats` timed calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        run()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    q = np.quantile(times, [0.1, 0.9])
-    return {
-        "median_ms": statistics.median(times),
-        "p10_ms": float(q[0]),
-        "p90_ms": float(q[1]),
-        "n": repeats,
-    }
+def measure(model: nn.Module, x: torch.Tensor, cfg: ExportConfig, threads: int) -> dict[str, Any]:
+    """onnxruntime and torch latency of `model` on `x`, measured by `latency.protocol` on
+    the backends a table would use (CUDA ones when `cfg.device` is a GPU)."""
+    from latency.backends import get_backend
+    from latency.protocol import Protocol, measure
 
-
-def measure(
-    model: nn.Module, data: bytes, x: torch.Tensor, cfg: ExportConfig, threads: int
-) -> dict[str, Any]:
     from .distributed import resolve_device
 
     device = resolve_device(cfg.device)
     cuda = device.type == "cuda"
-    sess = ort_session(data, threads, cuda=cuda)
-    feed = {INPUT_NAME: x.numpy()}
-    ort_stats = time_calls(lambda: sess.run(None, feed), cfg.warmup, cfg.repeats)
-    ort_stats["provider"] = sess.get_providers()[0]
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    protocol = Protocol(
+        warmup=cfg.warmup, repeats=cfg.repeats, max_repeats=max(cfg.repeats, Protocol.max_repeats)
+    )
     try:
-        net, xd = model.to(device), x.to(device)
-        sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-
-        def run() -> object:
-            with torch.inference_mode():
-                return net(xd)
-
-        torch_stats = time_calls(run, cfg.warmup, cfg.repeats, sync)
-        torch_stats["device"] = str(device)
+        ort_name = "ort-cuda" if cuda else "ort-cpu"
+        ort = get_backend(ort_name, threads=threads)
+    except RuntimeError:  # no CUDA provider in this onnxruntime
+        ort = get_backend("ort-cpu", threads=threads)
+    if cuda:
+        torch_backend = get_backend("torch-cuda", threads=threads, device=device.index or 0)
+    else:
+        torch_backend = get_backend("torch-cpu", threads=threads)
+    try:
+        out = {"threads": threads}
+        for name, backend, where in (
+            ("ort", ort, {"provider": ort.providers[0]}),
+            ("torch", torch_backend, {"device": str(device)}),
+        ):
+            timing = measure({name: lambda: (model, x)}, backend, protocol, progress=False)
+            out[name] = {**asdict(timing.entries[name]), **where}
     finally:
-        torch.set_num_threads(previous)
         model.cpu()
-    return {"threads": threads, "ort": ort_stats, "torch": torch_stats}
+    return out
 
 
 def table_prediction(arch: Arch, table_path: str, force: bool, batch: int) -> dict[str, Any]:
@@ -262,8 +237,8 @@ def table_prediction(arch: Arch, table_path: str, force: bool, batch: int) -> di
 # --- the command --------------------------------------------------------------------------------
 def export(cfg: ExportConfig) -> dict[str, Any]:
     """Export, check, time; returns the report also written to `out_dir/export.json`."""
-    if cfg.format not in FORMATS:
-        raise ExportError(f"format={cfg.format!r} is not supported; use one of {FORMATS}")
+    if cfg.format != "onnx":
+        raise ExportError(f"format={cfg.format!r} is not supported; use format=onnx")
     if cfg.batch < 1:
         raise ExportError(f"batch={cfg.batch} must be >= 1")
     arch, model, source = load_network(cfg)
@@ -282,14 +257,14 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     if cfg.dynamic_batch:
         inputs.append(torch.randn((cfg.batch + 1, *shape[1:]), generator=gen))
     parity_result = parity(model, data, inputs, cfg.parity_tol)
-    write_bytes_atomic(onnx_path, data)
+    atomic_write_bytes(onnx_path, data)
 
     table = None
     threads = cfg.threads
     if cfg.table is not None:
         table = table_prediction(arch, cfg.table, cfg.force_table, cfg.batch)
         threads = threads or table["threads"]
-    latency = measure(model, data, example, cfg, threads or 1)
+    latency = measure(model, example, cfg, threads or 1)
 
     report = {
         "onnx": str(onnx_path),
@@ -306,7 +281,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         "config": asdict(cfg),
         "run_info": run_info(),
     }
-    write_json_atomic(out_dir / "export.json", report)
+    write_json(out_dir / "export.json", report)
     return report
 
 

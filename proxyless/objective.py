@@ -28,13 +28,26 @@ mul_log barely binds and add_linear with lam=1 runs to the cheapest arch).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 Objective = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 OBJECTIVES = ("mul_log", "add_linear", "add_abs", "none", "latency_only")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ObjectiveConfig:
+    """`kind` and its weights: mul_log (alpha, beta), add_linear / add_abs (lam)."""
+
+    kind: str = "mul_log"
+    alpha: float = 0.2
+    beta: float = 0.3
+    lam: float = 0.1
 
 
 class ObjectiveError(ValueError):
@@ -50,26 +63,55 @@ def _need_cost(kind: str, cost: torch.Tensor | None) -> torch.Tensor:
     return cost
 
 
+def check_target(
+    kind: str,
+    target: float | None,
+    cost_range: tuple[float, float] | None = None,
+    unit: str = "",
+) -> None:
+    """The one check of a target: what `kind` needs of it and, given the space's cost range,
+    that it can be met (refused below the cheapest arch, a warning at or above the dearest)."""
+    if kind in ("mul_log", "add_linear", "add_abs") and (target is None or target <= 0):
+        raise ObjectiveError(f"objective {kind!r} needs a positive hardware.target, got {target}")
+    if target is None:
+        return
+    if target <= 0:
+        raise ObjectiveError(f"hardware.target must be positive, got {target}")
+    if kind == "mul_log" and target <= 1.0:
+        raise ObjectiveError(
+            f"objective 'mul_log' needs hardware.target > 1 in the cost's unit (got {target}): "
+            "log(E)/log(T) changes sign at 1; express the cost in a smaller unit or use "
+            "objective=add_linear"
+        )
+    if cost_range is None:
+        return
+    lowest, highest = cost_range
+    if target < lowest:
+        raise ObjectiveError(
+            f"hardware.target={target:g} {unit} is below the minimum cost of this space, "
+            f"{lowest:.4g} {unit} (every layer at its cheapest op); raise the target to at "
+            "least that"
+        )
+    if target >= highest:
+        log.warning(
+            "target %g ≥ the most expensive arch (%.4g %s): it does not bind", target, highest, unit
+        )
+
+
 def build_objective(
     kind: str,
     target: float | None = None,
     alpha: float = 0.2,
     beta: float = 0.3,
     lam: float = 0.1,
+    cost_range: tuple[float, float] | None = None,
+    unit: str = "",
 ) -> Objective:
-    """The loss combining task loss and cost; see the module docstring for the formulas."""
+    """The loss combining task loss and cost; see the module docstring for the formulas.
+    The target is checked here (`check_target`), against `cost_range` when given."""
     if kind not in OBJECTIVES:
         raise ObjectiveError(f"unknown objective {kind!r}; choose one of {', '.join(OBJECTIVES)}")
-    if kind in ("mul_log", "add_linear", "add_abs") and (target is None or target <= 0):
-        raise ObjectiveError(f"objective {kind!r} needs a positive hardware.target, got {target}")
-    if kind == "latency_only" and target is not None and target <= 0:
-        raise ObjectiveError(f"hardware.target must be positive, got {target}")
-    if kind == "mul_log" and target is not None and target <= 1.0:
-        raise ObjectiveError(
-            f"objective 'mul_log' needs hardware.target > 1 in the cost's unit (got {target}): "
-            "log(E)/log(T) changes sign at 1; express the cost in a smaller unit or use "
-            "objective=add_linear"
-        )
+    check_target(kind, target, cost_range, unit)
 
     if kind == "none":
         return lambda task_loss, cost: task_loss

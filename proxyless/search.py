@@ -1,7 +1,8 @@
 """The search loop: warmup (weights on uniformly sampled paths, α frozen), then epochs in
 which every training batch is a weight step and every `arch_every`-th batch also an arch
 step on the next held-out batch. Reads top to bottom; the moves themselves live in
-`proxyless.steps`, checkpoint contents in `search_state`, reporting in `search_report`.
+`proxyless.steps`, checkpoint contents in `search_state`, reporting in `search_report`, the
+run machinery shared with training in `proxyless.run`.
 
 >>> cfg = SearchConfig(run_dir="/tmp/run")  # doctest: +SKIP
 >>> search(cfg).metrics["test_acc"]  # doctest: +SKIP
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -21,44 +21,43 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from latency.threads import torch_threads
+
 from . import search_state as ckpt
 from .arch import Arch
-from .costs import measured_latency
 from .distributed import (
     DistContext,
-    SyncedOptimizer,
-    autocast_context,
     barrier,
     broadcast_parameters,
     init_distributed,
     reduce_mean,
     step_generator,
     sync_buffers,
+    synced,
 )
-from .io import write_json_atomic
-from .search_config import SearchConfig
-from .search_report import (
-    Reporter,
-    costs_dict,
-    derived_stats,
-    epoch_scalars,
-    epoch_stats,
+from .hardware import measured_latency
+from .run import (
+    Precision,
+    RunDir,
+    check_finite,
+    deterministic,
     evaluate,
-    summary_table,
+    lr_at,
+    set_lr,
+    write_json,
+    write_run_files,
 )
-from .search_setup import (
-    _prepare_run_dir,
-    adopt_saved_costs,
-    build_parts,
-    prepare_run_dir,
-)
+from .search_config import SearchConfig
+from .search_report import Reporter, derived_stats, epoch_scalars, epoch_stats, summary_table
+from .search_setup import Parts, build_parts
 from .search_state import SearchError
 from .steps import arch_step, weight_step
 from .supernet import SuperNet
 
-__all__ = ["SearchConfig", "SearchError", "SearchResult", "prepare_run_dir", "search"]
+__all__ = ["SearchConfig", "SearchError", "SearchResult", "search"]
 
 log = logging.getLogger("proxyless.search")
+NAN_HINT = "Lower optim.lr / optim.arch_lr, or check the data"
 
 
 @dataclass
@@ -67,6 +66,267 @@ class SearchResult:
     arch: Arch
     net: SuperNet
     run_dir: Path
+
+
+def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
+    """Run (or resume) a search; writes config.yaml, run_info.json, arch.json, costs.json,
+    checkpoints, TensorBoard events and summary.json into `cfg.run_dir` and returns the
+    final metrics. Torch's thread count and deterministic mode are restored on return.
+
+    Under torchrun (or with a distributed `ctx`) every rank runs this: each trains on its
+    shard of the train and held-out splits, all ranks sample the same paths (the per-step
+    generator), weight and α gradients are averaged before each optimizer step, and only
+    rank 0 logs and writes files. `data.batch_size` is per rank."""
+    t0 = time.time()
+    ctx = ctx or init_distributed(cfg.device)  # joins a torchrun job, else one process
+    hint = "run directory (hydra.run.dir=...)"
+    run = RunDir.open(cfg.run_dir, "checkpoints/last.pt", cfg.resume, ctx, SearchError, hint)
+    state = ckpt.load(run.checkpoint) if run.resuming else None
+    if state is not None:
+        ckpt.check_same_run(state["config"], cfg.to_dict(), run.checkpoint)
+    if ctx.is_main:
+        write_run_files(run.path, cfg.to_dict(), run.resuming)
+    with torch_threads(cfg.threads), deterministic(cfg.deterministic):
+        torch.manual_seed(cfg.seed)
+        parts = build_parts(cfg, ctx, state["costs"] if state is not None else None)
+        loop = _Search(cfg, ctx, parts, run, state)
+        loop.run()
+        return loop.result(t0)
+
+
+class _Search:
+    """One search run's state and moves; `search()` builds it and runs it."""
+
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        ctx: DistContext,
+        parts: Parts,
+        run: RunDir,
+        state: dict[str, Any] | None,
+    ) -> None:
+        self.cfg, self.ctx, self.parts, self.rundir = cfg, ctx, parts, run
+        self.net, self.hw, self.main = parts.net, parts.hardware, ctx.is_main
+        # Distributed: gradients are averaged over ranks inside `step()`.
+        self.weight_opt = synced(parts.weight_opt, self.net.weight_parameters(), ctx)
+        self.arch_opt = synced(parts.arch_opt, self.net.arch_parameters(), ctx)
+        self.precision = Precision.resolve(cfg.precision, ctx.device, log)
+        if self.precision.name == "fp16":
+            log.warning("precision=fp16 has no loss scaling in the search; prefer bf16")
+        self.history: dict[str, Any] = {"epochs": []}
+        self.progress = ckpt.Progress()
+        if state is not None:
+            self._restore(state)
+        broadcast_parameters(self.net, ctx)  # ranks start equal (same seed; this makes sure)
+        purge = self.progress.global_step if run.resuming else None
+        self.reporter = Reporter(run.path, cfg.log.tensorboard and self.main, purge)
+        show = cfg.log.progress if cfg.log.progress is not None else sys.stderr.isatty()
+        self.show = show and self.main
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        p = self.parts
+        self.progress = ckpt.restore(
+            state,
+            net=p.net,
+            weight_opt=p.weight_opt,
+            arch_opt=p.arch_opt,
+            estimator=p.estimator,
+            heldout=p.heldout,
+        )
+        self.history = state["history"]
+        if self.main:
+            g = self.progress
+            log.info(
+                "resumed %s: step %d, epoch %d", self.rundir.checkpoint, g.global_step, g.epoch
+            )
+
+    def checkpoint(self) -> None:
+        sync_buffers(self.net, self.ctx)  # BN running stats: the average over ranks
+        if not self.main:
+            return
+        p = self.parts
+        state = ckpt.make_checkpoint(
+            config=self.cfg.to_dict(),
+            progress=self.progress,
+            net=p.net,
+            weight_opt=p.weight_opt,
+            arch_opt=p.arch_opt,
+            estimator=p.estimator,
+            heldout=p.heldout,
+            history=self.history,
+            costs=self.hw.to_dict(),
+            total_steps=p.total_steps,
+        )
+        ckpt.save(self.rundir.checkpoint, state)
+        g = self.progress
+        if self.cfg.checkpoint.keep_warmup and g.epoch == self.cfg.schedule.warmup_epochs:
+            if g.step_in_epoch == 0:  # the supernet as warmup left it, before any arch step
+                ckpt.save(self.rundir.checkpoint.with_name("warmup.pt"), state)
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self) -> None:
+        if self.main:
+            write_json(self.rundir.path / "costs.json", self.hw.to_dict())
+        (log.info if self.main else log.debug)(
+            "space %s: %d searchable layers; %s",
+            self.parts.space.name,
+            len(self.net.layers),
+            self.hw.describe(),
+        )
+        total, start = self.parts.total_epochs, self.progress.epoch
+        self.net.train()
+        bar = tqdm(range(start, total), "search", disable=not self.show, initial=start, total=total)
+        try:
+            for epoch in bar:
+                stats = self.epoch(epoch)
+                bar.set_postfix(cost=f"{stats['expected_cost']:.4g}")
+        finally:
+            bar.close()
+            self.reporter.close()
+
+    def epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch of weight steps (and arch steps after warmup); returns its stats."""
+        cfg, g = self.cfg, self.progress
+        warm = epoch < cfg.schedule.warmup_epochs
+        sampler = self.parts.loaders.train.sampler
+        sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        sampler.start = g.step_in_epoch * cfg.data.batch_size  # type: ignore[attr-defined]
+        sums = {"loss": 0.0, "acc": 0.0, "n": 0}
+        per_epoch = self.parts.per_epoch
+        desc = f"{'warmup' if warm else 'search'} {epoch}"
+        bar = tqdm(total=per_epoch, initial=g.step_in_epoch, desc=desc, disable=not self.show)
+        for x, y in self.parts.loaders.train:
+            if g.step_in_epoch >= per_epoch:
+                break
+            loss, acc = self.step(x, y, epoch, warm)
+            sums["loss"], sums["acc"], sums["n"] = (
+                sums["loss"] + loss,
+                sums["acc"] + acc,
+                sums["n"] + 1,
+            )
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
+        bar.close()
+        return self.end_epoch(epoch, warm, sums)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, warm: bool) -> tuple[float, float]:
+        """One weight step, and an arch step every `arch_every` batches after warmup."""
+        cfg, g, dev = self.cfg, self.progress, self.ctx.device
+        step = g.global_step + 1
+        gen = step_generator(cfg.seed, step)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if cfg.debug.inject_nan_at_step == step:
+            x = torch.full_like(x, float("nan"))
+        lr = lr_at(g.global_step, self.parts.total_steps, cfg.optim)
+        set_lr(self.parts.weight_opt, lr)
+        with self.precision.autocast():
+            loss, logits = weight_step(
+                self.net, x, y, self.weight_opt, gen, warm, cfg.optim.label_smoothing
+            )
+        check_finite(
+            float(loss), "weight-step", step, epoch, self.rundir.checkpoint, NAN_HINT, SearchError
+        )
+        scalars = {}
+        if not warm and (g.step_in_epoch + 1) % cfg.schedule.arch_every == 0:
+            scalars = self.arch(gen, step, epoch)
+        g.global_step, g.step_in_epoch = step, g.step_in_epoch + 1
+        acc = float((logits.argmax(1) == y).float().mean())
+        if step % cfg.log.every_steps == 0 or scalars:
+            # the same steps on every rank: all take part in the mean
+            pair = torch.tensor([float(loss), acc], dtype=torch.float64, device=dev)
+            both = reduce_mean(pair, self.ctx).tolist()
+            scalars.update({"train/loss": both[0], "train/acc": both[1], "lr": lr})
+            self.reporter.scalars(step, scalars)
+        if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
+            self.checkpoint()
+        if cfg.debug.step_delay_s:
+            time.sleep(cfg.debug.step_delay_s)
+        return float(loss), acc
+
+    def arch(self, gen: torch.Generator, step: int, epoch: int) -> dict[str, float]:
+        """One arch step on the next held-out batch; returns its scalars."""
+        dev = self.ctx.device
+        hx, hy = next(self.parts.heldout)  # type: ignore[call-overload]
+        hx, hy = hx.to(dev, non_blocking=True), hy.to(dev, non_blocking=True)
+        with self.precision.autocast():
+            task, loss = arch_step(
+                self.net, self.parts.estimator, hx, hy, self.arch_opt, gen, self.hw.objective
+            )
+        check_finite(
+            float(loss), "arch-step", step, epoch, self.rundir.checkpoint, NAN_HINT, SearchError
+        )
+        with torch.no_grad():
+            expected = float(self.net.expected_cost())
+        task, loss = reduce_mean(torch.stack([task, loss]).float(), self.ctx)
+        return {"arch/task_loss": float(task), "arch/loss": float(loss), "cost/expected": expected}
+
+    def end_epoch(self, epoch: int, warm: bool, sums: dict[str, Any]) -> dict[str, Any]:
+        """Epoch stats (over ranks), arch.json, a checkpoint, and the log line."""
+        g, net = self.progress, self.net
+        g.epoch, g.step_in_epoch = epoch + 1, 0
+        device = self.ctx.device
+        pair = torch.tensor([sums["loss"], sums["acc"]], dtype=torch.float64, device=device)
+        mean = reduce_mean(pair, self.ctx)
+        sums["loss"], sums["acc"] = mean.tolist()
+        sync_buffers(net, self.ctx)
+        stats = epoch_stats(net, epoch, warm, sums, self.hw.target)
+        self.history["epochs"].append(stats)
+        self.reporter.scalars(g.global_step, epoch_scalars(stats))
+        if self.cfg.log.heatmap and not warm:
+            self.reporter.heatmap(g.global_step, net, epoch)
+        if self.main:
+            net.derive().save(self.rundir.path / "arch.json")
+        self.checkpoint()
+        (log.info if self.main else log.debug)(
+            "epoch %d/%d %s: loss %.4f acc %.3f E[cost] %.4g %s (target %s) entropy %.3f",
+            epoch + 1,
+            self.parts.total_epochs,
+            stats["phase"],
+            stats["train_loss"],
+            stats["train_acc"],
+            stats["expected_cost"],
+            self.hw.costs.unit,
+            self.hw.target,
+            stats["entropy"],
+        )
+        return stats
+
+    # --- result --------------------------------------------------------------------------------
+    def result(self, t0: float) -> SearchResult:
+        """Derive, evaluate the derived path, write summary.json (rank 0)."""
+        net, costs, run_dir, main = self.net, self.hw.costs, self.rundir.path, self.main
+        arch = net.derive()
+        if main:
+            arch.save(run_dir / "arch.json")
+        paths = net.arch_indices(arch)
+        sync_buffers(net, self.ctx)
+        net.set_paths(paths)
+        test = evaluate(net, self.parts.loaders.test, self.ctx)
+        params_m, mflops = derived_stats(arch)
+        metrics = {
+            "arch": arch.block_strings(),
+            "expected_cost": float(net.expected_cost().detach()),
+            "derived_cost": costs.cost_of(paths),
+            "measured_latency": measured_latency(arch, self.cfg.hardware) if main else None,
+            "target": self.hw.target,
+            "unit": costs.unit,
+            "min_cost": costs.min_cost(),
+            "max_cost": costs.max_cost(),
+            "params_m": params_m,
+            "mflops": mflops,
+            "test_acc": test["top1"] / 100,
+            "steps": self.progress.global_step,
+            "epochs": self.progress.epoch,
+            "cost_source": costs.source,
+            "run_dir": str(run_dir),
+            "wall_s": time.time() - t0,
+        }
+        _dump_rank(self.cfg, self.ctx, net)
+        if main:
+            write_json(run_dir / "summary.json", metrics)
+            print(summary_table(metrics), flush=True)
+        barrier(self.ctx)  # the run's files are written when any rank returns
+        return SearchResult(metrics, arch, net, run_dir)
 
 
 def _dump_rank(cfg: SearchConfig, ctx: DistContext, net: SuperNet) -> None:
@@ -82,8 +342,6 @@ def _dump_rank(cfg: SearchConfig, ctx: DistContext, net: SuperNet) -> None:
             h.update(t.contiguous().numpy().tobytes())
         return h.hexdigest()
 
-    out = Path(cfg.debug.rank_dump_dir)
-    out.mkdir(parents=True, exist_ok=True)
     record = {
         "rank": ctx.rank,
         "world_size": ctx.world_size,
@@ -91,250 +349,4 @@ def _dump_rank(cfg: SearchConfig, ctx: DistContext, net: SuperNet) -> None:
         "buffers_sha256": digest(buffers),
         "alpha": [a.tolist() for a in alphas],
     }
-    write_json_atomic(out / f"rank{ctx.rank}.json", record)
-
-
-def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
-    """Run (or resume) a search; writes arch.json, checkpoints, TensorBoard events and
-    summary.json into `cfg.run_dir` and returns the final metrics.
-
-    Under torchrun (or with a distributed `ctx`) every rank runs this: each trains on its
-    shard of the train and held-out splits, all ranks sample the same paths (the per-step
-    generator), weight and α gradients are averaged before each optimizer step, and only
-    rank 0 logs and writes files. `data.batch_size` is per rank."""
-    t0 = time.time()
-    ctx = ctx or init_distributed(cfg.device)  # joins a torchrun job, else one process
-    main = ctx.is_main
-    run_dir, last_path, resuming = _prepare_run_dir(cfg)
-    config_dict = cfg.to_dict()
-    state = ckpt.load(last_path) if resuming else None
-    if state is not None:
-        ckpt.check_same_run(state["config"], config_dict, last_path)
-
-    device = ctx.device
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(cfg.seed)
-    parts = build_parts(cfg, device, ctx)
-    if state is not None:
-        adopt_saved_costs(parts, state["costs"], cfg)
-    net, estimator, costs, target = parts.net, parts.estimator, parts.costs, parts.target
-    w_opt, a_opt, sched, heldout = parts.weight_opt, parts.arch_opt, parts.scheduler, parts.heldout
-    loaders, train_sampler = parts.loaders, parts.loaders.train.sampler
-    o, sch, objective = cfg.optim, cfg.schedule, parts.objective
-    per_epoch, total_epochs, space = parts.per_epoch, parts.total_epochs, parts.space
-
-    history: dict[str, Any] = {"epochs": []}
-    progress = ckpt.Progress()
-    if state is not None:
-        progress = ckpt.restore(
-            state,
-            net=net,
-            weight_opt=w_opt,
-            arch_opt=a_opt,
-            scheduler=sched,
-            estimator=estimator,
-            heldout=heldout,
-        )
-        history = state["history"]
-        if main:
-            log.info(
-                "resumed %s: step %d, epoch %d", last_path, progress.global_step, progress.epoch
-            )
-    broadcast_parameters(net, ctx)  # ranks start equal (same seed; this only makes sure)
-
-    # Distributed: gradients are averaged over ranks inside `step()` (no-op for one process).
-    w_step_opt: Any = (
-        SyncedOptimizer(w_opt, net.weight_parameters(), ctx) if ctx.is_distributed else w_opt
-    )
-    a_step_opt: Any = (
-        SyncedOptimizer(a_opt, net.arch_parameters(), ctx) if ctx.is_distributed else a_opt
-    )
-    precision = cfg.precision
-    if precision != "fp32" and device.type != "cuda":
-        log.warning("precision=%s applies on CUDA only; running fp32 on %s", precision, device)
-        precision = "fp32"
-    if precision == "fp16":
-        log.warning("precision=fp16 has no loss scaling in the search; prefer bf16")
-
-    def amp() -> Any:
-        return autocast_context(precision, device)  # type: ignore[arg-type]
-
-    def checkpoint() -> None:
-        sync_buffers(net, ctx)  # BN running stats: the average over ranks
-        if not main:
-            return
-        ckpt.save(
-            last_path,
-            ckpt.make_checkpoint(
-                config=config_dict,
-                progress=progress,
-                net=net,
-                weight_opt=w_opt,
-                arch_opt=a_opt,
-                scheduler=sched,
-                estimator=estimator,
-                batch_size=cfg.data.batch_size,
-                heldout=heldout,
-                history=history,
-                costs=costs_dict(costs, target),
-            ),
-        )
-
-    if main:
-        write_json_atomic(run_dir / "costs.json", costs_dict(costs, target))
-    (log.info if main else log.debug)(
-        "space %s: %d searchable layers; cost %s: %.4g … %.4g %s, target %s",
-        space.name,
-        len(net.layers),
-        costs.source,
-        costs.min_cost(),
-        costs.max_cost(),
-        costs.unit,
-        target,
-    )
-    if main and target is not None and target >= costs.max_cost():
-        log.warning("target %g ≥ the most expensive arch: it does not bind", target)
-
-    # --- the loop --------------------------------------------------------------------------
-    show = cfg.log.progress if cfg.log.progress is not None else sys.stderr.isatty()
-    show = show and main
-    reporter = Reporter(
-        run_dir, cfg.log.tensorboard and main, progress.global_step if resuming else None
-    )
-    net.train()
-    epochs_bar = tqdm(
-        range(progress.epoch, total_epochs),
-        desc="search",
-        disable=not show,
-        initial=progress.epoch,
-        total=total_epochs,
-    )
-    try:
-        for epoch in epochs_bar:
-            warm = epoch < sch.warmup_epochs
-            train_sampler.set_epoch(epoch)
-            train_sampler.start = progress.step_in_epoch * cfg.data.batch_size
-            sums = {"loss": 0.0, "acc": 0.0, "n": 0}
-            steps_bar = tqdm(
-                total=per_epoch,
-                initial=progress.step_in_epoch,
-                desc=f"{'warmup' if warm else 'search'} {epoch}",
-                disable=not show,
-                leave=False,
-            )
-            for x, y in loaders.train:
-                if progress.step_in_epoch >= per_epoch:
-                    break
-                step = progress.global_step + 1
-                gen = step_generator(cfg.seed, step)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if cfg.debug.inject_nan_at_step == step:
-                    x = torch.full_like(x, float("nan"))
-                with amp():
-                    loss, logits = weight_step(
-                        net, x, y, w_step_opt, gen, uniform=warm, label_smoothing=o.label_smoothing
-                    )
-                sched.step()
-                ckpt.check_finite(loss, "weight-step", step, epoch, last_path)
-                scalars = {}
-                if not warm and (progress.step_in_epoch + 1) % sch.arch_every == 0:
-                    hx, hy = next(heldout)  # type: ignore[arg-type]
-                    hx, hy = hx.to(device, non_blocking=True), hy.to(device, non_blocking=True)
-                    with amp():
-                        task, aloss = arch_step(net, estimator, hx, hy, a_step_opt, gen, objective)
-                    ckpt.check_finite(aloss, "arch-step", step, epoch, last_path)
-                    with torch.no_grad():
-                        expected = float(net.expected_cost())
-                    if ctx.is_distributed:
-                        task, aloss = reduce_mean(torch.stack([task, aloss]).float(), ctx)
-                    scalars.update({"arch/task_loss": float(task), "arch/loss": float(aloss)})
-                    scalars["cost/expected"] = expected
-                progress.global_step, progress.step_in_epoch = step, progress.step_in_epoch + 1
-                acc = float((logits.argmax(1) == y).float().mean())
-                sums["loss"] += float(loss)
-                sums["acc"] += acc
-                sums["n"] += 1
-                if step % cfg.log.every_steps == 0 or scalars:
-                    log_loss, log_acc = float(loss), acc
-                    if ctx.is_distributed:  # the same steps on every rank: all take part
-                        both = torch.tensor([log_loss, log_acc], device=device)
-                        log_loss, log_acc = reduce_mean(both, ctx).tolist()
-                    scalars.update(
-                        {"train/loss": log_loss, "train/acc": log_acc, "lr": sched.get_last_lr()[0]}
-                    )
-                    reporter.scalars(step, scalars)
-                steps_bar.update(1)
-                steps_bar.set_postfix(loss=f"{float(loss):.3f}", acc=f"{acc:.2f}")
-                if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
-                    checkpoint()
-                if cfg.debug.step_delay_s:
-                    time.sleep(cfg.debug.step_delay_s)
-            steps_bar.close()
-            progress.epoch, progress.step_in_epoch = epoch + 1, 0
-            if ctx.is_distributed:
-                mean = reduce_mean(torch.tensor([sums["loss"], sums["acc"]], device=device), ctx)
-                sums["loss"], sums["acc"] = mean.tolist()
-            sync_buffers(net, ctx)
-            stats = epoch_stats(net, epoch, warm, sums, target)
-            history["epochs"].append(stats)
-            reporter.scalars(progress.global_step, epoch_scalars(stats))
-            if cfg.log.heatmap and not warm:
-                reporter.heatmap(progress.global_step, net, epoch)
-            if main:
-                net.derive().save(run_dir / "arch.json")
-            checkpoint()
-            if main and cfg.checkpoint.keep_warmup and progress.epoch == sch.warmup_epochs:
-                shutil.copyfile(last_path, last_path.with_name("warmup.pt"))
-            epochs_bar.set_postfix(cost=f"{stats['expected_cost']:.4g}")
-            (log.info if main else log.debug)(
-                "epoch %d/%d %s: loss %.4f acc %.3f E[cost] %.4g %s (target %s) entropy %.3f",
-                epoch + 1,
-                total_epochs,
-                "warmup" if warm else "search",
-                stats["train_loss"],
-                stats["train_acc"],
-                stats["expected_cost"],
-                costs.unit,
-                target,
-                stats["entropy"],
-            )
-    finally:
-        epochs_bar.close()
-        reporter.close()
-
-    # --- result ----------------------------------------------------------------------------
-    arch = net.derive()
-    if main:
-        arch.save(run_dir / "arch.json")
-    paths = net.arch_indices(arch)
-    sync_buffers(net, ctx)
-    test_acc = evaluate(net, loaders.test, device, paths, ctx)
-    params_m, mflops = derived_stats(arch)
-    measured = measured_latency(arch, cfg.hardware) if main else None
-    metrics = {
-        "arch": arch.block_strings(),
-        "expected_cost": float(net.expected_cost().detach()),
-        "derived_cost": costs.cost_of(paths),
-        "measured_latency": measured,
-        "target": target,
-        "unit": costs.unit,
-        "min_cost": costs.min_cost(),
-        "max_cost": costs.max_cost(),
-        "params_m": params_m,
-        "mflops": mflops,
-        "test_acc": test_acc,
-        "steps": progress.global_step,
-        "epochs": progress.epoch,
-        "cost_source": costs.source,
-        "run_dir": str(run_dir),
-        "wall_s": time.time() - t0,
-    }
-    _dump_rank(cfg, ctx, net)
-    if main:
-        write_json_atomic(run_dir / "summary.json", metrics)
-        print(summary_table(metrics), flush=True)
-    barrier(ctx)  # the run's files are written when any rank returns
-    return SearchResult(metrics, arch, net, run_dir)
+    write_json(Path(cfg.debug.rank_dump_dir) / f"rank{ctx.rank}.json", record)

@@ -7,17 +7,17 @@ refuses unknown keys by name (a typo must not be silently ignored).
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .costs import CostConfig
+from latency.config_dict import ConfigError, from_dict
+
 from .data import DataConfig
+from .hardware import HardwareConfig
+from .objective import ObjectiveConfig
+from .run import PRECISIONS, SGDConfig
 
-
-class ConfigError(ValueError):
-    """A configuration value or key that cannot work; the message names it."""
+__all__ = ["ConfigError", "SearchConfig", "SearchOptimConfig", "result_fingerprint"]
 
 
 @dataclass
@@ -41,27 +41,12 @@ class EstimatorConfig:
 
 
 @dataclass
-class ObjectiveConfig:
-    """See `proxyless.objective`: mul_log (alpha, beta), add_linear (lam), none, latency_only."""
+class SearchOptimConfig(SGDConfig):
+    """Weights: SGD Nesterov + cosine per step over warmup + search (`SGDConfig`). Arch: Adam
+    with beta1 = 0 (no momentum, so α only moves when its layer's gradient says so)."""
 
-    kind: str = "mul_log"
-    alpha: float = 0.2
-    beta: float = 0.3
-    lam: float = 0.1
-
-
-@dataclass
-class OptimConfig:
-    """Weights: SGD Nesterov + cosine per step. Arch: Adam with beta1 = 0 (no momentum, so
-    α only moves when its layer's gradient says so)."""
-
-    weight_lr: float = 0.025
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 4e-5
-    no_decay_bn_bias: bool = True
+    lr: float = 0.025
     label_smoothing: float = 0.1
-    lr_min: float = 0.0
     arch_lr: float = 1e-3
     arch_betas: tuple[float, float] = (0.0, 0.999)
     arch_eps: float = 1e-8
@@ -111,8 +96,8 @@ class SearchConfig:
     data: DataConfig = field(default_factory=DataConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    hardware: CostConfig = field(default_factory=CostConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -133,7 +118,7 @@ class SearchConfig:
             raise ConfigError(f"schedule.arch_every={s.arch_every} must be >= 1")
         if s.steps_per_epoch is not None and s.steps_per_epoch < 1:
             raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")
-        if self.precision not in ("fp32", "bf16", "fp16"):
+        if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: use fp32, bf16 or fp16")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
@@ -143,7 +128,7 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchConfig:
-        return _build(cls, d, "")
+        return from_dict(cls, d)
 
 
 # Keys that may change between a run and its resume (they change no result).
@@ -156,31 +141,3 @@ def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in cfg.items() if k not in RESUMABLE_CHANGES}
     out["data"] = {k: v for k, v in cfg["data"].items() if k not in _DATA_RESUMABLE}
     return out
-
-
-def _build(cls: type, d: Any, path: str) -> Any:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path or 'config'} must be a mapping, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        where = f"{path}." if path else ""
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(where + k for k in unknown)}; "
-            f"known: {', '.join(sorted(names))}"
-        )
-    kwargs = {}
-    for name, value in d.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            value = _build(hint, value, f"{path}.{name}" if path else name)
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
-        elif isinstance(hint, types.UnionType) and value is not None and float in hint.__args__:
-            value = float(value) if isinstance(value, int) else value
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)  # DataError / CostError / ConfigError carry their own message
-    except TypeError as e:
-        raise ConfigError(f"{path or 'config'}: {e}") from e

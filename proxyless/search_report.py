@@ -11,7 +11,6 @@ from typing import Any
 import torch
 
 from .arch import Arch
-from .costs import SpaceCosts
 from .supernet import SuperNet
 
 
@@ -23,11 +22,9 @@ def arch_entropy(net: SuperNet) -> float:
 
 
 def heatmap_figure(net: SuperNet, title: str = "") -> Any:
-    """Layers × candidates, colour = probability (matplotlib Agg; no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Layers × candidates, colour = probability. A bare `Figure` (no pyplot): no display
+    needed, and the process' matplotlib backend is left alone."""
+    from matplotlib.figure import Figure
 
     names = [str(op) for op in max((ly.spec.candidates for ly in net.layers), key=len)]
     grid = torch.full((len(net.layers), len(names)), float("nan"))
@@ -35,7 +32,8 @@ def heatmap_figure(net: SuperNet, title: str = "") -> Any:
         for i, (layer, p) in enumerate(zip(net.layers, net.probabilities(), strict=True)):
             for op, prob in zip(layer.spec.candidates, p.tolist(), strict=True):
                 grid[i, names.index(str(op))] = prob
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.35 * len(net.layers)))
+    fig = Figure(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.35 * len(net.layers)))
+    ax = fig.subplots()
     im = ax.imshow(grid.numpy(), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(net.layers)), [str(i) for i in range(len(net.layers))], fontsize=7)
@@ -65,7 +63,7 @@ class Reporter:
     def heatmap(self, step: int, net: SuperNet, epoch: int) -> None:
         if self.writer is not None:
             fig = heatmap_figure(net, f"p per layer, epoch {epoch}")
-            self.writer.add_figure("arch/probabilities", fig, step, close=True)
+            self.writer.add_figure("arch/probabilities", fig, step, close=False)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -100,32 +98,6 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return f"{line}\n{body}\n{line}"
 
 
-@torch.no_grad()
-def evaluate(
-    net: SuperNet, loader: Any, device: torch.device, paths: list[int], ctx: Any = None
-) -> float:
-    """Top-1 accuracy of the supernet restricted to `paths` (the derived arch).
-
-    With a distributed `ctx` the loader is this rank's shard; counts are summed over ranks
-    (DistributedSampler pads shards to equal length, so a few samples may count twice)."""
-    was_training = net.training
-    net.eval()
-    net.set_paths(paths)
-    correct = total = 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        correct += int((net(x).argmax(1) == y).sum())
-        total += int(y.numel())
-    net.train(was_training)
-    if ctx is not None and ctx.is_distributed:
-        import torch.distributed as dist
-
-        counts = torch.tensor([correct, total], dtype=torch.float64, device=ctx.device)
-        dist.all_reduce(counts)
-        correct, total = int(counts[0]), int(counts[1])
-    return correct / max(total, 1)
-
-
 def derived_stats(arch: Arch) -> tuple[float, float]:
     from latency.costs import flops, params
 
@@ -147,7 +119,7 @@ def epoch_stats(
         "train_loss": sums["loss"] / n,
         "train_acc": sums["acc"] / n,
         "expected_cost": expected,
-        "argmax_cost": net.argmax_cost(),
+        "derived_cost": net.derived_cost(),
         "target": target,
         "entropy": arch_entropy(net),
     }
@@ -158,21 +130,9 @@ def epoch_scalars(stats: dict[str, Any]) -> dict[str, float]:
         "epoch/train_loss": stats["train_loss"],
         "epoch/train_acc": stats["train_acc"],
         "cost/expected": stats["expected_cost"],
-        "cost/derived": stats["argmax_cost"],
+        "cost/derived": stats["derived_cost"],
         "arch/entropy": stats["entropy"],
     }
     if stats["target"] is not None:
         out["cost/target"] = stats["target"]
     return out
-
-
-def costs_dict(costs: SpaceCosts, target: float | None) -> dict[str, Any]:
-    return {
-        "unit": costs.unit,
-        "source": costs.source,
-        "fixed": costs.fixed,
-        "per_layer": costs.per_layer,
-        "min": costs.min_cost(),
-        "max": costs.max_cost(),
-        "target": target,
-    }

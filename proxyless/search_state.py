@@ -10,16 +10,13 @@ values are stored, so it loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .io import load_checkpoint, save_checkpoint
+from .run import SEARCH_KIND, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .search_config import result_fingerprint
 
 
@@ -27,7 +24,6 @@ class SearchError(RuntimeError):
     """The search cannot go on (NaN loss, nothing to resume...); the message says why."""
 
 
-CKPT_KIND = "proxyless-search"
 CKPT_VERSION = 1
 
 
@@ -47,33 +43,6 @@ def estimator_state(estimator: Any) -> dict[str, Any]:
     }
 
 
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-        "python_gauss": random.getstate()[2],
-        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
-        "numpy_pos": int(np_state[2]),
-        "numpy_gauss": (int(np_state[3]), float(np_state[4])),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-    has_gauss, gauss = state["numpy_gauss"]
-    np.random.set_state(
-        ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, gauss)
-    )
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def make_checkpoint(
     *,
     config: dict[str, Any],
@@ -81,15 +50,16 @@ def make_checkpoint(
     net: torch.nn.Module,
     weight_opt: torch.optim.Optimizer,
     arch_opt: torch.optim.Optimizer,
-    scheduler: Any,
     estimator: Any,
-    batch_size: int,
     heldout: Any,
     history: dict[str, Any],
     costs: dict[str, Any],
+    total_steps: int,
 ) -> dict[str, Any]:
+    """Train order is a function of (data seed, epoch): the position is `step_in_epoch`. The
+    learning rate is a function of the step (`run.lr_at`): the schedule needs no state."""
     return {
-        "kind": CKPT_KIND,
+        "kind": SEARCH_KIND,
         "version": CKPT_VERSION,
         "config": config,
         "global_step": progress.global_step,
@@ -98,15 +68,9 @@ def make_checkpoint(
         "net": net.state_dict(),
         "weight_optimizer": weight_opt.state_dict(),
         "arch_optimizer": arch_opt.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "scheduler": {"name": "cosine", "step": progress.global_step, "total": total_steps},
         "estimator": estimator_state(estimator),
         "rng": rng_state(),
-        # Train order is a function of (data seed, epoch); the position is the batch count.
-        "train_loader": {
-            "epoch": progress.epoch,
-            "batch": progress.step_in_epoch,
-            "start": progress.step_in_epoch * batch_size,
-        },
         "heldout": heldout.state_dict() if heldout is not None else None,
         "history": history,
         "costs": costs,
@@ -118,7 +82,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    return load_checkpoint(path, kind=CKPT_KIND)
+    return load_checkpoint(path, kind=SEARCH_KIND)
 
 
 def restore(
@@ -127,7 +91,6 @@ def restore(
     net: torch.nn.Module,
     weight_opt: torch.optim.Optimizer,
     arch_opt: torch.optim.Optimizer,
-    scheduler: Any,
     estimator: Any,
     heldout: Any,
 ) -> Progress:
@@ -136,7 +99,6 @@ def restore(
     net.load_state_dict(state["net"])
     weight_opt.load_state_dict(state["weight_optimizer"])
     arch_opt.load_state_dict(state["arch_optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
     for k, v in state["estimator"].items():
         setattr(estimator, k, v)
     if heldout is not None and state["heldout"] is not None:
@@ -166,19 +128,3 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if a != b and not (seqs and list(a) == list(b)):
         return [f"{prefix[:-1]} ({a!r} → {b!r})"]
     return []
-
-
-def check_finite(value: torch.Tensor, what: str, step: int, epoch: int, ckpt_path: Path) -> None:
-    """Stop on a non-finite loss before anything is saved, naming the checkpoint kept."""
-    v = float(value)
-    if math.isfinite(v):
-        return
-    last = (
-        f"the last good checkpoint {ckpt_path} is kept (resume=true continues from it)"
-        if ckpt_path.is_file()
-        else "no checkpoint had been written yet"
-    )
-    raise SearchError(
-        f"{what} loss is {v} at step {step} (epoch {epoch}); stopped without saving: {last}. "
-        "Lower optim.weight_lr / optim.arch_lr, or check the data"
-    )

@@ -116,7 +116,8 @@ class SuperNet(nn.Module):
         total = sum(c[layer.active] for layer, c in zip(self.layers, costs, strict=True))
         return total + self._fixed_cost  # type: ignore[return-value]
 
-    def argmax_cost(self) -> float:
+    def derived_cost(self) -> float:
+        """The cost of the arch `derive()` returns (argmax per layer)."""
         costs = self._cost_tensors()
         return self._fixed_cost + sum(
             float(c[int(p.argmax())]) for p, c in zip(self.probabilities(), costs, strict=True)

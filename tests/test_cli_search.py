@@ -18,8 +18,8 @@ from proxyless import latency_bridge as bridge
 from proxyless.cli._common import config_dir, to_plain
 from proxyless.cli.search import run
 from proxyless.estimators import ESTIMATORS
-from proxyless.io import load_checkpoint
 from proxyless.objective import build_objective
+from proxyless.run import load_checkpoint
 from proxyless.search_config import SearchConfig
 from proxyless.space import get_space
 

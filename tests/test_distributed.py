@@ -21,33 +21,81 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from proxyless import steps
 from proxyless.distributed import (
     DistContext,
-    autocast_context,
+    DistributedError,
+    SyncedOptimizer,
     average_gradients,
     broadcast_parameters,
-    check_same_across_ranks,
-    distributed_arch_step,
-    distributed_weight_step,
     init_distributed,
-    make_grad_scaler,
     reduce_mean,
     run_distributed,
     step_generator,
     sync_buffers,
     wrap_ddp,
 )
-from proxyless.estimators import ESTIMATORS
+from proxyless.estimators import ESTIMATORS, Estimator, Objective
+from proxyless.run import Precision
 from proxyless.space import get_space
 from proxyless.supernet import SuperNet
 
 ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH, STEPS, SEED = 8, 3, 7
+
+
+# --- test helpers: the search's steps with averaged gradients, a cross-rank check ----------
+def autocast_context(precision: str, device: torch.device | str) -> Any:
+    """Autocast without the run's CUDA-only policy (CPU bf16 is what these tests check)."""
+    return Precision(precision, torch.device(device)).autocast()
+
+
+def distributed_weight_step(
+    net: SuperNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    ctx: DistContext,
+    generator: torch.Generator | None = None,
+    uniform: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`steps.weight_step` with weight gradients averaged over ranks before the update."""
+    synced = SyncedOptimizer(optimizer, net.weight_parameters(), ctx)
+    return steps.weight_step(net, x, y, synced, generator, uniform)  # type: ignore[arg-type]
+
+
+def distributed_arch_step(
+    net: SuperNet,
+    estimator: Estimator,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    ctx: DistContext,
+    generator: torch.Generator | None = None,
+    objective: Objective | None = None,
+    precision: str = "fp32",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`steps.arch_step` on the plain module with α gradients averaged before the update."""
+    synced = SyncedOptimizer(optimizer, net.arch_parameters(), ctx)
+    with autocast_context(precision, ctx.device):
+        return steps.arch_step(net, estimator, x, y, synced, generator, objective)  # type: ignore[arg-type]
+
+
+def check_same_across_ranks(values: list[int], ctx: DistContext, what: str = "values") -> None:
+    """Raise if `values` (e.g. `net.active_paths()`) differ between ranks. 1 all_reduce."""
+    if not ctx.is_distributed:
+        return
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    both = torch.cat([t, -t])
+    torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
+    if not torch.equal(both[: len(values)], -both[len(values) :]):
+        raise DistributedError(f"{what} differ between ranks on rank {ctx.rank}: {values}")
 
 
 # --- the search steps both runs perform -------------------------------------------------------
@@ -231,14 +279,16 @@ def test_a_failing_rank_stops_the_other_with_a_clear_error(tmp_path: Path) -> No
 def test_autocast_and_scaler_helpers() -> None:
     import contextlib
 
+    cpu = torch.device("cpu")
     assert isinstance(autocast_context("fp32", "cpu"), contextlib.nullcontext)
     with autocast_context("bf16", "cpu"):
         out = torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3))
     assert out.dtype == torch.bfloat16
-    assert not make_grad_scaler("bf16", "cpu").is_enabled()
-    assert make_grad_scaler("fp16", "cpu").is_enabled()
+    assert not Precision("bf16", cpu).grad_scaler().is_enabled()
+    assert Precision("fp16", cpu).grad_scaler().is_enabled()
+    assert Precision.resolve("bf16", cpu).name == "fp32"  # autocast on CUDA only, in runs
     with pytest.raises(ValueError, match="precision"):
-        autocast_context("fp8", "cpu")  # type: ignore[arg-type]
+        Precision.resolve("fp8", cpu)
 
 
 def _alpha_grad(

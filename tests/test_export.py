@@ -20,8 +20,8 @@ from latency import Entry, LatencyTable, MissingKeyError, TableHeader
 from proxyless.arch import Arch
 from proxyless.data import DataConfig
 from proxyless.export import ExportConfig, ExportError, export, format_report, load_network
-from proxyless.io import CheckpointError, save_checkpoint
 from proxyless.latency_bridge import arch_keys
+from proxyless.run import CheckpointError, save_checkpoint
 from proxyless.space import get_space
 from proxyless.train import EmaConfig, TrainConfig, train
 

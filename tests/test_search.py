@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from proxyless.arch import Arch
-from proxyless.io import load_checkpoint
+from proxyless.run import load_checkpoint
 from proxyless.search import SearchError, search
 from proxyless.search_config import ConfigError, SearchConfig
 
@@ -87,8 +87,8 @@ def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
 
 def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
     search(fast_cfg(tmp_path, schedule={"epochs": 0}))
-    with pytest.raises(SearchError, match="optim.weight_lr"):
-        search(fast_cfg(tmp_path, resume=True, optim={"weight_lr": 0.5}))
+    with pytest.raises(SearchError, match="optim.lr"):
+        search(fast_cfg(tmp_path, resume=True, optim={"lr": 0.5}))
 
 
 def test_unknown_config_key_is_named() -> None:
@@ -182,7 +182,7 @@ def test_quickstart_like_search_meets_the_target_with_the_task_loss(tmp_path: Pa
         tmp_path,
         data={"name": "digits", "batch_size": 32},
         objective={"kind": "add_abs", "lam": 1.0},
-        optim={"weight_lr": 0.1, "arch_lr": 0.03},
+        optim={"lr": 0.1, "arch_lr": 0.03},
         schedule={"warmup_epochs": 3, "epochs": 12, "arch_every": 2, "steps_per_epoch": None},
         hardware={"kind": "flops", "unit": "KFLOPs", "target_frac": 0.3},
         log={"progress": False, "tensorboard": False},

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from proxyless.costs import CostConfig, layer_costs
+from proxyless.hardware import HardwareConfig, layer_costs
 from proxyless.search import search
 from proxyless.search_config import SearchConfig
 from proxyless.space import get_space
@@ -34,7 +34,7 @@ def _cfg(run_dir: Path, target_frac: float | None, epochs: int = 12) -> SearchCo
 
 
 def test_pure_latency_objective_derives_the_cost_minimal_arch(tmp_path: Path) -> None:
-    costs = layer_costs(get_space("tiny"), CostConfig(kind="params"))
+    costs = layer_costs(get_space("tiny"), HardwareConfig(kind="params"))
     result = search(_cfg(tmp_path, None, epochs=6))
     cheapest = [
         str(layer.candidates[i])

@@ -8,7 +8,8 @@ import pytest
 
 from latency.table import Entry, LatencyTable, TableHeader
 from proxyless import latency_bridge as bridge
-from proxyless.costs import CostConfig, CostError, layer_costs
+from proxyless.hardware import CostError, Hardware, HardwareConfig, layer_costs
+from proxyless.objective import ObjectiveConfig, ObjectiveError
 from proxyless.plan import fixed_parts
 from proxyless.space import get_space
 
@@ -26,7 +27,7 @@ def _table(path: Path, device: str = "test-cpu", drop: str | None = None) -> Pat
 
 def test_params_costs_zero_and_fixed() -> None:
     space = get_space("tiny")
-    costs = layer_costs(space, CostConfig(kind="params"))
+    costs = layer_costs(space, HardwareConfig(kind="params"))
     for layer, row in zip(space.layers(), costs.per_layer, strict=True):
         assert len(row) == len(layer.candidates)
         for op, c in zip(layer.candidates, row, strict=True):
@@ -39,22 +40,22 @@ def test_params_costs_zero_and_fixed() -> None:
 
 def test_flops_units_scale() -> None:
     space = get_space("tiny")
-    m = layer_costs(space, CostConfig(kind="flops"))
-    k = layer_costs(space, CostConfig(kind="flops", unit="KFLOPs"))
+    m = layer_costs(space, HardwareConfig(kind="flops"))
+    k = layer_costs(space, HardwareConfig(kind="flops", unit="KFLOPs"))
     assert k.min_cost() == pytest.approx(1000 * m.min_cost())
     with pytest.raises(CostError, match="not a unit"):
-        CostConfig(kind="flops", unit="ms")
+        HardwareConfig(kind="flops", unit="ms")
 
 
 def test_lut_costs_match_table(tmp_path: Path) -> None:
     path = _table(tmp_path / "t.json")
-    costs = layer_costs(get_space("tiny"), CostConfig(kind="lut", table=str(path)))
+    costs = layer_costs(get_space("tiny"), HardwareConfig(kind="lut", table=str(path)))
     table = LatencyTable.load(path)
     fixed = sum(
         table.entries[str(p.key)].median_ms for p in fixed_parts(get_space("tiny")).values()
     )
     assert costs.fixed == pytest.approx(fixed)
-    us = layer_costs(get_space("tiny"), CostConfig(kind="lut", table=str(path), unit="us"))
+    us = layer_costs(get_space("tiny"), HardwareConfig(kind="lut", table=str(path), unit="us"))
     assert us.max_cost() == pytest.approx(1000 * costs.max_cost())
 
 
@@ -63,13 +64,13 @@ def test_lut_missing_key_names_key_and_command(tmp_path: Path) -> None:
     missing = str(bridge.space_keys(space)[5])
     path = _table(tmp_path / "t.json", drop=missing)
     with pytest.raises(CostError, match=missing) as err:
-        layer_costs(space, CostConfig(kind="lut", table=str(path)))
+        layer_costs(space, HardwareConfig(kind="lut", table=str(path)))
     assert "make-it" in str(err.value)
 
 
 def test_lut_from_another_device_is_refused(tmp_path: Path) -> None:
     path = _table(tmp_path / "t.json", device="pixel-7")
-    cfg = CostConfig(kind="lut", table=str(path), device="test-cpu")
+    cfg = HardwareConfig(kind="lut", table=str(path), device="test-cpu")
     with pytest.raises(CostError, match="pixel-7"):
         layer_costs(get_space("tiny"), cfg)
     cfg.force = True
@@ -78,22 +79,41 @@ def test_lut_from_another_device_is_refused(tmp_path: Path) -> None:
 
 def test_lut_file_missing(tmp_path: Path) -> None:
     with pytest.raises(CostError, match="not found"):
-        layer_costs(get_space("tiny"), CostConfig(kind="lut", table=str(tmp_path / "no.json")))
+        layer_costs(get_space("tiny"), HardwareConfig(kind="lut", table=str(tmp_path / "no.json")))
+
+
+def _hardware(**cfg: float) -> Hardware:
+    return Hardware.resolve(
+        get_space("tiny"), HardwareConfig(kind="params", **cfg), ObjectiveConfig("add_abs")
+    )
 
 
 def test_target_below_minimum_names_the_minimum() -> None:
-    costs = layer_costs(get_space("tiny"), CostConfig(kind="params"))
+    costs = layer_costs(get_space("tiny"), HardwareConfig(kind="params"))
     low = costs.min_cost() * 0.9
-    with pytest.raises(CostError, match=f"{costs.min_cost():.4g}"):
-        costs.resolve_target(CostConfig(kind="params", target=low))
-    frac = costs.resolve_target(CostConfig(kind="params", target_frac=0.5))
+    with pytest.raises(ObjectiveError, match=f"{costs.min_cost():.4g}"):
+        _hardware(target=low)
+    frac = _hardware(target_frac=0.5).target
     assert frac == pytest.approx((costs.min_cost() + costs.max_cost()) / 2)
-    assert costs.resolve_target(CostConfig(kind="params", target=50.0, target_frac=0.1)) == 50.0
+    assert _hardware(target=50.0, target_frac=0.1).target == 50.0
+
+
+def test_resumed_hardware_reuses_the_saved_costs() -> None:
+    """A resumed run continues with the costs it started with: nothing is measured again."""
+    first = _hardware(target_frac=0.5)
+    saved = {
+        **first.to_dict(),
+        "per_layer": [[c + 1 for c in row] for row in first.costs.per_layer],
+    }
+    again = Hardware.resolve(
+        get_space("tiny"), HardwareConfig(kind="lut"), ObjectiveConfig("add_abs"), saved=saved
+    )
+    assert again.costs.per_layer == saved["per_layer"] and again.target == first.target
 
 
 def test_profile_measures_once_into_the_cache(tmp_path: Path) -> None:
     """hardware=profile profiles this machine into the cache dir; a second run measures nothing."""
-    cfg = CostConfig(kind="profile", backend="torch-cpu", cache_dir=str(tmp_path), unit="us")
+    cfg = HardwareConfig(kind="profile", backend="torch-cpu", cache_dir=str(tmp_path), unit="us")
     costs = layer_costs(get_space("tiny"), cfg)
     (cached,) = tmp_path.glob("tiny-*_torch-cpu_*.json")
     stamp = cached.stat().st_mtime_ns

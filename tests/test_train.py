@@ -8,18 +8,20 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
+from latency.config_dict import ConfigError
 from proxyless.arch import Arch, ArchError
 from proxyless.data import DataConfig
-from proxyless.io import CheckpointError, load_checkpoint, save_checkpoint
+from proxyless.run import CheckpointError, load_checkpoint, save_checkpoint
 from proxyless.space import get_space
 from proxyless.supernet import SuperNet
 from proxyless.train import (
     EmaConfig,
     InitConfig,
-    OptimConfig,
     TrainConfig,
     TrainError,
+    TrainOptimConfig,
     build_model,
     train,
 )
@@ -68,7 +70,7 @@ def test_train_writes_a_self_describing_run(arch_file: Path, tmp_path: Path) -> 
     assert set(metrics["final"]) >= {"test", "test_ema", "train_loss", "lr"}
     assert json.loads((out / "metrics.json").read_text())["step"] == 3
     assert Arch.load(out / "arch.json") == first_arch()
-    assert json.loads((out / "config.json").read_text())["epochs"] == 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 1
     assert any((out / "tb").iterdir())
     state = torch.load(out / "last.pt", weights_only=True)  # plain tensors and values only
     assert state["kind"] == "train" and state["arch"] == first_arch().to_dict()
@@ -86,7 +88,7 @@ def test_resume_equals_uninterrupted(arch_file: Path, tmp_path: Path) -> None:
     # the RNG, optimizer, EMA and loader position are all restored (resume mid-epoch 2).
     data = DataConfig(name="digits", batch_size=16, train_subset=48, test_subset=16)
     common = dict(data=data, epochs=2, ema=EmaConfig(enabled=True, decay=0.9))
-    common["optim"] = OptimConfig(lr=0.1, warmup_epochs=0.5)
+    common["optim"] = TrainOptimConfig(lr=0.1, warmup_epochs=0.5)
     train(config(arch_file, tmp_path / "a", **common))
     train(config(arch_file, tmp_path / "b", max_steps=4, **common))
     assert load_checkpoint(tmp_path / "b" / "last.pt")["batch"] == 1  # stopped mid-epoch
@@ -138,7 +140,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(arch_file: Path, tmp_path
     train(config(arch_file, out, epochs=3))  # 9 steps, all finite
     good = load_checkpoint(out / "last.pt")
     with pytest.raises(TrainError, match="loss became nan.*last good checkpoint is .*last.pt"):
-        train(config(arch_file, out, epochs=6, resume=True, optim=OptimConfig(lr=1e30)))
+        train(config(arch_file, out, epochs=6, resume=True, optim=TrainOptimConfig(lr=1e30)))
     kept = load_checkpoint(out / "last.pt")
     assert kept["step"] == good["step"] == 9
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
@@ -164,7 +166,7 @@ def test_errors_say_what_to_do(arch_file: Path, tmp_path: Path) -> None:
     last_arch().save(other)
     with pytest.raises(TrainError, match="different arch"):
         train(config(other, out, epochs=1, resume=True))
-    with pytest.raises(TrainError, match="unknown config key.*optim.learning_rate"):
+    with pytest.raises(ConfigError, match="unknown config key.*optim.learning_rate"):
         TrainConfig.from_dict({"arch": "a", "optim": {"learning_rate": 1}})
 
 

@@ -1,5 +1,5 @@
-"""Shared helpers of the thin Hydra entry points: where the YAML lives, the resolved config
-and run info written into the run directory, and one-line errors with exit code 2.
+"""Shared helpers of the thin Hydra entry points: where the YAML lives, the resolved config,
+and one-line errors with exit code 2.
 
 Hydra lives only in `proxyless/cli/`; the library takes plain dataclasses.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,7 +19,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from latency.errors import MissingKeyError, TableError
 
 from ..arch import ArchError
-from ..io import CheckpointError, run_info, write_json_atomic, write_text_atomic
+from ..run import CheckpointError
 
 # The configs ship inside the package (package data); the repo's top-level `configs` is a
 # symlink to this folder, so editable and non-editable installs read the same files.
@@ -110,25 +109,3 @@ def hydra_run_dir() -> str | None:
     if not HydraConfig.initialized():
         return None
     return str(HydraConfig.get().runtime.output_dir)
-
-
-def _overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return []
-    return list(HydraConfig.get().overrides.task)
-
-
-def write_run_files(run_dir: str | Path, plain: dict[str, Any], resumed: bool = False) -> None:
-    """`config.yaml` (resolved) and `run_info.json` (versions, git revision, command line).
-
-    A resumed run keeps the original files and adds time-stamped ones beside them.
-    """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    suffix = f".resumed-{time.strftime('%Y%m%d-%H%M%S')}" if resumed else ""
-    text = OmegaConf.to_yaml(OmegaConf.create(plain))
-    write_text_atomic(run_dir / f"config{suffix}.yaml", text)
-    info = {**run_info(), "argv": sys.argv, "overrides": _overrides(), "resumed": resumed}
-    write_json_atomic(run_dir / f"run_info{suffix}.json", info)

@@ -6,7 +6,6 @@ import hydra
 from omegaconf import DictConfig
 
 from ..export import ExportConfig, export, format_report
-from ..train import config_from_dict
 from ._common import config_dir, exit_on_user_error, to_plain
 
 PROG = "proxyless-export"
@@ -15,7 +14,7 @@ PROG = "proxyless-export"
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
 @exit_on_user_error(PROG)
 def main(cfg: DictConfig) -> None:
-    report = export(config_from_dict(ExportConfig, to_plain(cfg)))
+    report = export(ExportConfig.from_dict(to_plain(cfg)))
     print(format_report(report))
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
 
 import hydra
@@ -33,15 +31,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def _train_rank(train_cfg: TrainConfig, ctx: DistContext) -> dict | None:
-    """One rank of a torchrun job: rank 0's out_dir for all (the default is timestamped,
-    which may differ by a second between ranks); metrics returned on rank 0 only."""
-    import torch.distributed as dist
-
-    box = [train_cfg.out_dir]
-    dist.broadcast_object_list(box, src=0)
-    train_cfg = dataclasses.replace(train_cfg, out_dir=box[0])
-    if not ctx.is_main:
-        logging.getLogger("proxyless").setLevel(logging.WARNING)
+    """One rank of a torchrun job; metrics returned on rank 0 only."""
     metrics = train(train_cfg, ctx)
     return metrics if ctx.is_main else None
 

@@ -1,5 +1,6 @@
-"""Per-candidate costs of a search space: latency from a table (LUT), profiled on demand, or
-FLOPs / parameter counts (fvcore) as stand-ins. The supernet takes them via `set_costs`.
+"""The hardware side of a search, resolved once: per-candidate costs of the space (latency
+from a table (LUT), profiled on demand, or FLOPs / parameter counts (fvcore) as stand-ins),
+the target, and the objective that combines them with the task loss (`Hardware`).
 
 Every cost is split as the search needs it: a `fixed` part (stem, first block, head and
 classifier: paid by every arch) plus one cost per candidate of every searchable layer
@@ -7,7 +8,7 @@ classifier: paid by every arch) plus one cost per candidate of every searchable 
 profiled table, the table lookup and the FLOPs count all see the same ops.
 
 >>> from proxyless.space import get_space
->>> costs = layer_costs(get_space("tiny"), CostConfig(kind="params"))
+>>> costs = layer_costs(get_space("tiny"), HardwareConfig(kind="params"))
 >>> costs.unit, len(costs.per_layer)
 ('Kparams', 6)
 """
@@ -21,6 +22,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,6 +32,8 @@ from latency.table import LatencyTable
 
 from . import latency_bridge as bridge
 from .arch import Arch
+from .distributed import DistContext, broadcast_object
+from .objective import Objective, ObjectiveConfig, build_objective
 from .space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -50,7 +54,7 @@ class CostError(ValueError):
 
 
 @dataclass
-class CostConfig:
+class HardwareConfig:
     """Where candidate costs come from (`hardware=` in the CLI) and the target, in its unit.
 
     lut: `table` is a latency-table JSON; `backend`/`device` (optional) must match its header
@@ -80,8 +84,6 @@ class CostConfig:
                 f"hardware.unit={self.unit!r} is not a unit of {self.kind!r}; "
                 f"choose one of {list(UNITS[self.kind])}"
             )
-        if self.target is not None and self.target <= 0:
-            raise CostError(f"hardware.target must be positive, got {self.target}")
         if self.target_frac is not None and not 0.0 <= self.target_frac <= 1.0:
             raise CostError(f"hardware.target_frac={self.target_frac} must be in [0, 1]")
 
@@ -115,23 +117,74 @@ class SpaceCosts:
     def cost_of(self, indices: list[int]) -> float:
         return self.fixed + sum(c[i] for c, i in zip(self.per_layer, indices, strict=True))
 
-    def resolve_target(self, cfg: CostConfig) -> float | None:
+    def target(self, cfg: HardwareConfig) -> float | None:
         """The target in `unit`: `cfg.target`, else interpolated by `cfg.target_frac` between
         the cheapest and the most expensive arch (portable across machines), else None."""
-        target = cfg.target
-        if target is None and cfg.target_frac is not None:
-            target = self.min_cost() + cfg.target_frac * (self.max_cost() - self.min_cost())
-        self.check_target(target)
-        return target
+        if cfg.target is None and cfg.target_frac is not None:
+            return self.min_cost() + cfg.target_frac * (self.max_cost() - self.min_cost())
+        return cfg.target
 
-    def check_target(self, target: float | None) -> None:
-        """A target below the cheapest arch can never be met: refuse it, naming the minimum."""
-        if target is not None and target < self.min_cost():
-            raise CostError(
-                f"hardware.target={target:g} {self.unit} is below the minimum cost of this "
-                f"space, {self.min_cost():.4g} {self.unit} (every layer at its cheapest op, "
-                f"fixed part {self.fixed:.4g}); raise the target to at least that"
-            )
+
+@dataclass(frozen=True)
+class Hardware:
+    """Costs, target and objective of a search, resolved once; what the arch step receives.
+
+    `to_dict()` is what a checkpoint (and costs.json) keeps; a resumed run passes it back as
+    `saved`, so the run continues with the costs it started with (a re-profiled, noisy table
+    must not change a run half-way) and nothing is profiled again."""
+
+    costs: SpaceCosts
+    target: float | None
+    objective: Objective
+
+    @classmethod
+    def resolve(
+        cls,
+        space: SearchSpace,
+        cfg: HardwareConfig,
+        objective: ObjectiveConfig,
+        ctx: DistContext | None = None,
+        saved: dict[str, Any] | None = None,
+    ) -> Hardware:
+        """Distributed: costs are computed on rank 0 only and broadcast, so every rank
+        searches against the same table (profiled latencies are noisy) and no two ranks
+        write a cost cache at once."""
+        ctx = ctx or DistContext()
+        if saved is not None:
+            costs = SpaceCosts(saved["per_layer"], saved["fixed"], saved["unit"], saved["source"])
+            target = saved["target"]
+        else:
+            built = None
+            if ctx.is_main:  # cost sources build and run modules: keep the global RNG out
+                with torch.random.fork_rng(devices=[]):
+                    built = layer_costs(space, cfg)
+            costs = broadcast_object(built, ctx)
+            assert costs is not None
+            target = costs.target(cfg)
+        o = objective
+        fn = build_objective(
+            o.kind, target, o.alpha, o.beta, o.lam, (costs.min_cost(), costs.max_cost()), costs.unit
+        )
+        return cls(costs, target, fn)
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.costs
+        return {
+            "unit": c.unit,
+            "source": c.source,
+            "fixed": c.fixed,
+            "per_layer": c.per_layer,
+            "min": c.min_cost(),
+            "max": c.max_cost(),
+            "target": self.target,
+        }
+
+    def describe(self) -> str:
+        c = self.costs
+        return (
+            f"cost {c.source}: {c.min_cost():.4g} … {c.max_cost():.4g} {c.unit}, "
+            f"target {self.target}"
+        )
 
 
 # --- cost sources ----------------------------------------------------------------------------
@@ -162,7 +215,7 @@ def _table_costs(space: SearchSpace, table: LatencyTable, source: str) -> SpaceC
     return SpaceCosts(per_layer, fixed, "ms", desc)
 
 
-def load_table(cfg: CostConfig) -> LatencyTable:
+def load_table(cfg: HardwareConfig) -> LatencyTable:
     if not cfg.table:
         raise CostError("hardware=lut needs hardware.table=<path to a latency table JSON>")
     try:
@@ -177,13 +230,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-")[:60]
 
 
-def cached_table_path(space: SearchSpace, cfg: CostConfig, device: str) -> Path:
+def cached_table_path(space: SearchSpace, cfg: HardwareConfig, device: str) -> Path:
     digest = hashlib.sha1(json.dumps(space.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
     name = f"{space.name}-{digest}_{cfg.backend}_{_slug(device)}_b{cfg.batch}_t{cfg.threads}.json"
     return Path(cfg.cache_dir).expanduser() / name
 
 
-def _profiled_costs(space: SearchSpace, cfg: CostConfig) -> SpaceCosts:
+def _profiled_costs(space: SearchSpace, cfg: HardwareConfig) -> SpaceCosts:
     from latency.backends import get_backend
 
     if not cfg.backend:
@@ -205,7 +258,7 @@ def _profiled_costs(space: SearchSpace, cfg: CostConfig) -> SpaceCosts:
     return _table_costs(space, table, f"profiled table {path}")
 
 
-def layer_costs(space: SearchSpace, cfg: CostConfig) -> SpaceCosts:
+def layer_costs(space: SearchSpace, cfg: HardwareConfig) -> SpaceCosts:
     """Costs of every candidate of `space` from the source `cfg` describes, in `cfg.unit`."""
     if cfg.kind in ("flops", "params"):
         space_json = json.dumps(space.to_dict(), sort_keys=True)
@@ -217,7 +270,7 @@ def layer_costs(space: SearchSpace, cfg: CostConfig) -> SpaceCosts:
     return costs.scaled(cfg.scale, cfg.unit)  # type: ignore[arg-type]
 
 
-def measured_latency(arch: Arch, cfg: CostConfig) -> float | None:
+def measured_latency(arch: Arch, cfg: HardwareConfig) -> float | None:
     """The derived network's end-to-end latency on this machine, in `cfg.unit`, measured on
     the table's backend, batch, threads and protocol; None for FLOPs/params costs or a
     table whose backend cannot run here (a phone's, or CUDA without a GPU)."""
