@@ -56,6 +56,7 @@ class Budget:
 
     epochs: int = 4
     lr: float = 0.1
+    warmup_epochs: float = 0.0
     train_subset: int | None = None
 
 
@@ -187,6 +188,7 @@ def train_job(
             f"out_dir={work / 'run'}",
             f"epochs={s.budget.epochs}",
             f"optim.lr={s.budget.lr}",
+            f"optim.warmup_epochs={s.budget.warmup_epochs}",
             f"seed={seed}",
             "tensorboard=false",
             "resume=true",
