@@ -232,11 +232,12 @@ def _eval_batches(plain: dict[str, Any], calib: int) -> tuple[list, list]:
 def _load_net(run_dir: Path, which: str, plain: dict[str, Any]):
     import torch
 
+    from proxyless.distributed import DistContext
     from proxyless.search_config import SearchConfig
     from proxyless.search_setup import build_parts
 
     cfg = SearchConfig.from_dict(plain)
-    parts = build_parts(cfg, torch.device("cpu"))
+    parts = build_parts(cfg, DistContext())
     state = torch.load(run_dir / "checkpoints" / which, weights_only=True, map_location="cpu")
     parts.net.load_state_dict(state["net"])
     return parts.net
@@ -313,15 +314,13 @@ def random_search_job(
 def cost_table(s: Settings) -> dict[str, Any]:
     """Per-layer candidate costs and the fixed cost from the configured hardware group (the
     table the search uses), plus an id that changes when the table does."""
-    import torch
-
+    from proxyless.distributed import DistContext
     from proxyless.search_config import SearchConfig
     from proxyless.search_setup import build_parts
 
     plain = compose("search", search_overrides(s, 0, Path("/tmp/unused"), []))
-    cfg = SearchConfig.from_dict(plain)
-    parts = build_parts(cfg, torch.device("cpu"))
-    c = parts.costs
+    parts = build_parts(SearchConfig.from_dict(plain), DistContext())
+    c = parts.hardware.costs
     table = {
         "per_layer": [list(map(float, row)) for row in c.per_layer],
         "fixed": float(c.fixed),

@@ -159,9 +159,9 @@ class _Search:
         )
         ckpt.save(self.rundir.checkpoint, state)
         g = self.progress
-        if self.cfg.checkpoint.keep_warmup and g.epoch == self.cfg.schedule.warmup_epochs:
-            if g.step_in_epoch == 0:  # the supernet as warmup left it, before any arch step
-                ckpt.save(self.rundir.checkpoint.with_name("warmup.pt"), state)
+        at_warmup_end = g.epoch == self.cfg.schedule.warmup_epochs and g.step_in_epoch == 0
+        if self.cfg.checkpoint.keep_warmup and at_warmup_end:  # before any arch step
+            ckpt.save(self.rundir.checkpoint.with_name("warmup.pt"), state)
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self) -> None:
