@@ -348,7 +348,9 @@ def cost_table(s: Settings) -> dict[str, Any]:
     from proxyless.search_config import SearchConfig
     from proxyless.search_setup import build_parts
 
-    plain = compose("search", search_overrides(s, 0, Path("/tmp/unused"), []))
+    plain = compose(
+        "search", search_overrides(s, 0, Path("/tmp/unused"), ["hardware.target_frac=0.5"])
+    )
     parts = build_parts(SearchConfig.from_dict(plain), DistContext())
     c = parts.hardware.costs
     table = {

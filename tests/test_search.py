@@ -71,6 +71,22 @@ def test_fast_search_writes_its_outputs(tmp_path: Path) -> None:
     assert [e["phase"] for e in ckpt["history"]["epochs"]] == ["warmup", "search", "search"]
 
 
+def test_keep_warmup_saves_the_supernet_as_warmup_left_it(tmp_path: Path) -> None:
+    result = search(fast_cfg(tmp_path / "kept", checkpoint={"keep_warmup": True}))
+    warm = load_checkpoint(tmp_path / "kept" / "checkpoints" / "warmup.pt", kind="proxyless-search")
+    assert (warm["epoch"], warm["step_in_epoch"], warm["global_step"]) == (1, 0, 4)
+    torch.manual_seed(0)  # α as initialised: no arch step has run at the end of warmup
+    init = search(fast_cfg(tmp_path / "init", schedule={"epochs": 0})).net
+    for name, value in warm["net"].items():
+        if name.endswith("alpha"):
+            assert torch.equal(value, init.state_dict()[name]), name
+    assert not torch.equal(
+        warm["net"]["layers.0.alpha"], result.net.state_dict()["layers.0.alpha"]
+    )  # the search moved α afterwards
+    search(fast_cfg(tmp_path / "plain"))
+    assert not (tmp_path / "plain" / "checkpoints" / "warmup.pt").exists()
+
+
 def test_reinforce_baseline_is_checkpointed(tmp_path: Path) -> None:
     search(fast_cfg(tmp_path, estimator={"name": "reinforce", "kwargs": {}}))
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
