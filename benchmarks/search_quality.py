@@ -331,13 +331,16 @@ def calibrated_table(s: Settings, cache: Path) -> str:
     for cmd in (
         ["proxyless.cli.profile", f"space={s.space}", f"backend={s.backend}", f"out={path}"],
         [
-            "proxyless.cli.validate", f"space={s.space}", f"table={path}",
-            f"n_archs={s.calib_archs}", "calibrate=0.5", "noise_floor=false",
+            "proxyless.cli.validate",
+            f"space={s.space}",
+            f"table={path}",
+            f"n_archs={s.calib_archs}",
+            "calibrate=0.5",
+            "noise_floor=false",
             f"hydra.run.dir={cache / 'tables' / 'validate'}",
         ],
     ):
-        subprocess.run([sys.executable, "-m", *cmd], check=True, env=env,
-                       stdout=sys.stderr)
+        subprocess.run([sys.executable, "-m", *cmd], check=True, env=env, stdout=sys.stderr)
     return str(path)
 
 
