@@ -74,7 +74,8 @@ class TableHeader:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> TableHeader:
-        """Build from JSON; a missing required field is a TableError naming it."""
+        """Build from JSON; a missing required or an unknown field is a TableError naming it
+        (an unknown field silently dropped would be a setting nobody applied)."""
         if not isinstance(data, dict):
             raise TableError(f"{source}: 'header' must be a JSON object, got {type(data).__name__}")
         missing = [name for name in cls.REQUIRED if name not in data]
@@ -84,7 +85,14 @@ class TableHeader:
                 "written by latency.table (or is damaged): re-create it with the profile command"
             )
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TableError(
+                f"{source}: header has unknown field(s) {unknown} (known: {sorted(known)}); "
+                "the file comes from another tool or version, or was edited: re-create it with "
+                "the profile command"
+            )
+        return cls(**data)
 
 
 def _show(name: str, value: Any) -> str:
