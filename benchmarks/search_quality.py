@@ -56,7 +56,7 @@ class Budget:
 
     epochs: int = 4
     lr: float = 0.1
-    warmup_epochs: float = 0.0
+    lr_warmup_epochs: float = 0.6  # 15 % of the budget: without it big archs fall apart at lr 0.1
     train_subset: int | None = None
 
 
@@ -191,7 +191,7 @@ def train_job(
             f"out_dir={work / 'run'}",
             f"epochs={s.budget.epochs}",
             f"optim.lr={s.budget.lr}",
-            f"optim.warmup_epochs={s.budget.warmup_epochs}",
+            f"optim.lr_warmup_epochs={s.budget.lr_warmup_epochs}",
             f"seed={seed}",
             "tensorboard=false",
             "resume=true",
@@ -251,6 +251,8 @@ def search_job(
 ) -> dict[str, Any]:
     """One search; with `gt_archs`, also the supernet's ranking of them after warmup and at
     the end (inherited weights, BN re-estimated per path)."""
+    import torch
+
     from proxyless.arch import Arch
     from proxyless.ranking import inherited_accuracy
     from proxyless.search import search
@@ -264,10 +266,14 @@ def search_job(
     t0 = time.time()
     result = search(SearchConfig.from_dict(plain))
     wall = time.time() - t0
+    history = torch.load(rd / "checkpoints" / "last.pt", weights_only=True)["history"]
     row: dict[str, Any] = {
         "metrics": result.metrics,
         "arch": result.arch.to_dict(),
         "wall_s": wall,
+        # α entropy (mean per layer) and the derived arch's cost after every epoch
+        "entropy": [e["entropy"] for e in history["epochs"]],
+        "derived_cost": [e["derived_cost"] for e in history["epochs"]],
     }
     if gt_archs is not None:
         archs = [Arch.from_dict(a) for a in gt_archs]
@@ -280,11 +286,18 @@ def search_job(
 
 
 def random_search_job(
-    s: Settings, seed: int, run_dir: str, target: float, n: int, cost_table: dict
+    s: Settings,
+    seed: int,
+    run_dir: str,
+    target: float,
+    n: int,
+    cost_table: dict,
+    gt_archs: list[dict] | None = None,
 ) -> dict[str, Any]:
     """Random search with the wall time of one search: a supernet trained on uniformly
     sampled paths for the search's epochs (no arch steps), then `n` random archs within
     ±5 % of `target` ranked by inherited held-out accuracy."""
+    from proxyless.arch import Arch
     from proxyless.ranking import inherited_accuracy
     from proxyless.search import search
     from proxyless.search_config import SearchConfig
@@ -302,7 +315,11 @@ def random_search_job(
     held, calib = _eval_batches(plain, s.calib_batches)
     accs = inherited_accuracy(result.net, archs, held, calib)
     best = archs[int(np.argmax(accs))]
+    if gt_archs is not None:  # how a supernet trained only on uniform paths ranks
+        gt = [Arch.from_dict(a) for a in gt_archs]
+        uniform_ranking = inherited_accuracy(result.net, gt, held, calib)
     row = {
+        "inherited_uniform": uniform_ranking if gt_archs is not None else None,
         "arch": best.to_dict(),
         "candidates": len(archs),
         "best_inherited": max(accs),
@@ -472,6 +489,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
             _target(table, mid),
             s.random_candidates,
             table,
+            gt_dicts,
         )
 
     # --- ground truth ---------------------------------------------------------------------
@@ -545,6 +563,8 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
             **percentile_at_cost(cost, float(np.mean(accs)), cloud),
             "front": front_at(front, cost),
         }
+        row["entropy"] = res.get("entropy")
+        row["derived_cost_per_epoch"] = res.get("derived_cost")
         for phase in ("warmup", "end"):
             if f"inherited_{phase}" in res:
                 inh = res[f"inherited_{phase}"]
@@ -559,8 +579,10 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         arch = Arch.from_dict(res["arch"])
         accs = trained(res["arch"])
         cost = _cost(table, arch)
+        uniform = res.get("inherited_uniform")
         row = {
             "row": "random_search",
+            "tau_uniform": kendall_tau(uniform, gt_acc) if uniform else None,
             "target_frac": mid,
             "seed": sd,
             "arch": arch.block_strings(),
@@ -628,6 +650,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         "on_pareto_front": int(on_front),
         "latency_error_max": max(errors) if errors else None,
         "percentile_by_estimator": by_est,
+        "ranking_tau_uniform": _mean_or_none([r["tau_uniform"] for r in random_rows]),
         "random_search_percentile": float(
             np.mean(
                 [r["percentile"] for r in random_rows if r["percentile"] is not None] or [np.nan]
@@ -639,6 +662,11 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     plot(out / "pareto.png", gt_rows, front, search_rows, random_rows, table, s)
     return summary
+
+
+def _mean_or_none(values: list[Any]) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
 
 
 def plot(path: Path, gt_rows, front, search_rows, random_rows, table, s: Settings) -> None:

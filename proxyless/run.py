@@ -294,7 +294,8 @@ def evaluate(model: nn.Module, loader: Iterable[Any], ctx: DistContext) -> dict[
 # --- SGD: weight-decay groups and the schedule of the step ------------------------------------
 @dataclass
 class SGDConfig:
-    """SGD Nesterov with a per-step cosine from `lr` to `min_lr` (ProxylessNAS recipe)."""
+    """SGD Nesterov with a per-step cosine from `lr` to `min_lr` (ProxylessNAS recipe), after
+    an optional linear warmup of `lr_warmup_epochs`."""
 
     lr: float = 0.05
     momentum: float = 0.9
@@ -302,6 +303,7 @@ class SGDConfig:
     weight_decay: float = 4e-5
     decay_norm_and_bias: bool = False  # False: no weight decay on BN and biases (official)
     min_lr: float = 0.0
+    lr_warmup_epochs: float = 0.0  # linear LR warmup from 0; short runs at a high lr need it
 
 
 def param_groups(
@@ -323,9 +325,11 @@ def sgd(params: Iterable[nn.Parameter], cfg: SGDConfig) -> torch.optim.SGD:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
-def lr_at(step: int, total: int, cfg: SGDConfig, warmup_steps: int = 0) -> float:
-    """Linear warmup from 0, then cosine from `lr` to `min_lr` at step `total`: a pure
-    function of the step, so a resumed run follows the uninterrupted run's schedule."""
+def lr_at(step: int, total: int, cfg: SGDConfig, steps_per_epoch: int) -> float:
+    """Linear warmup from 0 over `lr_warmup_epochs`, then cosine from `lr` to `min_lr` at
+    step `total`: a pure function of the step, so a resumed run follows the uninterrupted
+    run's schedule."""
+    warmup_steps = round(cfg.lr_warmup_epochs * steps_per_epoch)
     if step < warmup_steps:
         return cfg.lr * (step + 1) / warmup_steps
     t = (step - warmup_steps) / max(1, total - warmup_steps)

@@ -217,7 +217,7 @@ class _Search:
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         if cfg.debug.inject_nan_at_step == step:
             x = torch.full_like(x, float("nan"))
-        lr = lr_at(g.global_step, self.parts.total_steps, cfg.optim)
+        lr = lr_at(g.global_step, self.parts.total_steps, cfg.optim, self.parts.per_epoch)
         set_lr(self.parts.weight_opt, lr)
         with self.precision.autocast():
             loss, logits = weight_step(

@@ -79,7 +79,6 @@ class TrainOptimConfig(SGDConfig):
     """SGD Nesterov + cosine (`SGDConfig`; lr for batch 256-ish), with linear LR warmup."""
 
     lr: float = 0.05
-    warmup_epochs: float = 0.0
     grad_clip: float | None = None  # max global grad norm; None disables
 
 
@@ -219,7 +218,6 @@ class _Train:
         self.loaders = build_loaders(self.splits, self.data_cfg, distributed=ctx.is_distributed)
         self.steps_per_epoch = len(self.loaders.train)
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.warmup_steps = round(cfg.optim.warmup_epochs * self.steps_per_epoch)
         self.optimizer = sgd(self.model.parameters(), cfg.optim)
         self.precision = Precision.resolve(cfg.precision, ctx.device, log)
         self.scaler = self.precision.grad_scaler()
@@ -319,7 +317,7 @@ class _Train:
         return check_finite(value, what, self.step, self.epoch, ckpt, NAN_HINT, TrainError)
 
     def lr(self, step: int) -> float:
-        return lr_at(step, self.total_steps, self.cfg.optim, self.warmup_steps)
+        return lr_at(step, self.total_steps, self.cfg.optim, self.steps_per_epoch)
 
     def train_epoch(self) -> bool:
         """Train the rest of the current epoch; False when max_steps stopped it mid-way."""

@@ -88,7 +88,7 @@ def test_resume_equals_uninterrupted(arch_file: Path, tmp_path: Path) -> None:
     # the RNG, optimizer, EMA and loader position are all restored (resume mid-epoch 2).
     data = DataConfig(name="digits", batch_size=16, train_subset=48, test_subset=16)
     common = dict(data=data, epochs=2, ema=EmaConfig(enabled=True, decay=0.9))
-    common["optim"] = TrainOptimConfig(lr=0.1, warmup_epochs=0.5)
+    common["optim"] = TrainOptimConfig(lr=0.1, lr_warmup_epochs=0.5)
     train(config(arch_file, tmp_path / "a", **common))
     train(config(arch_file, tmp_path / "b", max_steps=4, **common))
     assert load_checkpoint(tmp_path / "b" / "last.pt")["batch"] == 1  # stopped mid-epoch
