@@ -66,6 +66,7 @@ class SearchBudget:
     epochs: int = 8
     arch_every: int = 2
     arch_lr: float = 0.03
+    lr_warmup_epochs: float = 0.6
 
 
 @dataclass
@@ -135,6 +136,7 @@ def search_overrides(s: Settings, seed: int, run_dir: Path, extra: list[str]) ->
         f"schedule.epochs={b.epochs}",
         f"schedule.arch_every={b.arch_every}",
         f"optim.arch_lr={b.arch_lr}",
+        f"optim.lr_warmup_epochs={b.lr_warmup_epochs}",
         "log.tensorboard=false",
         "log.heatmap=false",
         "log.progress=false",
