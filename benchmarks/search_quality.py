@@ -519,6 +519,14 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         f.result()["acc"] for f in noise_futs.values()
     ]
     one_std = float(np.std(one_accs, ddof=1))
+    # Seed noise left once each seed's shared offset is removed (all archs see the same data
+    # order per seed): what a comparison between archs trained with the same seeds meets.
+    acc_matrix = np.array([r["acc_seeds"] for r in gt_rows])
+    centred = acc_matrix - acc_matrix.mean(axis=1, keepdims=True)
+    residual = centred - centred.mean(axis=0, keepdims=True)
+    dof = max(1, (acc_matrix.shape[0] - 1) * (acc_matrix.shape[1] - 1))
+    seed_std_residual = float(np.sqrt((residual**2).sum() / dof)) if s.seeds > 1 else None
+    seed_offsets = acc_matrix.mean(axis=0).tolist()
     emit(
         out,
         {
@@ -641,6 +649,12 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         "seed_std_one_arch": one_std,
         "spread_over_seed_noise": arch_std / seed_std if seed_std == seed_std else None,
         "spread_over_one_arch_seed_std": arch_std / one_std if one_std > 0 else None,
+        "seed_std_residual": seed_std_residual,
+        "spread_over_residual_seed_noise": arch_std / seed_std_residual
+        if seed_std_residual
+        else None,
+        "gt_mean_acc_per_seed": seed_offsets,
+        "gt_acc_vs_cost_spearman": spearman_rho([r["cost"] for r in gt_rows], gt_acc),
         "ranking_tau_warmup": float(np.mean([r["tau_warmup"] for r in ranked])),
         "ranking_tau_end": float(np.mean([r["tau_end"] for r in ranked])),
         "ranking_rho_warmup": float(np.mean([r["rho_warmup"] for r in ranked])),
@@ -730,6 +744,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--k", type=int, default=None, help="ground-truth archs")
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None, help="training budget per arch")
+    p.add_argument("--train-subset", type=int, default=None, help="cap on training images")
+    p.add_argument("--targets", type=float, nargs="+", default=None, help="fractions of range")
+    p.add_argument("--random-candidates", type=int, default=None)
+    p.add_argument("--calib-archs", type=int, default=None, help="networks for the table fit")
     p.add_argument("--warmup-epochs", type=int, default=None)
     p.add_argument("--search-epochs", type=int, default=None)
     p.add_argument("--arch-lr", type=float, default=None)
@@ -756,6 +774,14 @@ def main(argv: list[str] | None = None) -> None:
         s.estimators = tuple(a.estimators)
     if a.epochs is not None:
         s.budget.epochs = a.epochs
+    if a.train_subset is not None:
+        s.budget.train_subset = a.train_subset
+    if a.targets:
+        s.targets = tuple(a.targets)
+    if a.random_candidates is not None:
+        s.random_candidates = a.random_candidates
+    if a.calib_archs is not None:
+        s.calib_archs = a.calib_archs
     for name, attr in (
         ("warmup_epochs", "warmup_epochs"),
         ("search_epochs", "epochs"),
