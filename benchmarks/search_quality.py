@@ -727,7 +727,7 @@ def plot(path: Path, gt_rows, front, search_rows, random_rows, table, s: Setting
         )
     for t in s.targets:
         ax.axvline(_target(table, t), color="C3", ls=":", lw=1)
-    ax.set_xlabel(f"predicted latency ({table['unit']}, {table['source']})")
+    ax.set_xlabel(f"predicted latency ({table['unit']}, calibrated {s.backend} table)")
     ax.set_ylabel("test accuracy, trained from scratch (%)")
     ax.set_title(f"{s.space} space on {s.data}: searched vs random archs")
     ax.legend(fontsize=7, loc="lower right")

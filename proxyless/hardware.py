@@ -183,7 +183,7 @@ class Hardware:
         c = self.costs
         return (
             f"cost {c.source}: {c.min_cost():.4g} … {c.max_cost():.4g} {c.unit}, "
-            f"target {self.target}"
+            f"target {'none' if self.target is None else f'{self.target:.4g}'}"
         )
 
 

@@ -278,7 +278,7 @@ class _Search:
             net.derive().save(self.rundir.path / "arch.json")
         self.checkpoint()
         (log.info if self.main else log.debug)(
-            "epoch %d/%d %s: loss %.4f acc %.3f E[cost] %.4g %s (target %s) entropy %.3f",
+            "epoch %d/%d %s: loss %.4f acc %.3f E[cost] %.4g %s (target %.4g) entropy %.3f",
             epoch + 1,
             self.parts.total_epochs,
             stats["phase"],
@@ -286,7 +286,7 @@ class _Search:
             stats["train_acc"],
             stats["expected_cost"],
             self.hw.costs.unit,
-            self.hw.target,
+            self.hw.target if self.hw.target is not None else float("nan"),
             stats["entropy"],
         )
         return stats
