@@ -513,7 +513,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
     seed_std = (
         float(math.sqrt(np.mean([np.var(r["acc_seeds"], ddof=1) for r in gt_rows])))
         if s.seeds > 1
-        else float("nan")
+        else None
     )
     one_accs = [r["acc_seeds"] for r in gt_rows if r["arch"] == one_arch["ops"]][0] + [
         f.result()["acc"] for f in noise_futs.values()
@@ -647,7 +647,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         "arch_std": arch_std,
         "seed_std_pooled": seed_std,
         "seed_std_one_arch": one_std,
-        "spread_over_seed_noise": arch_std / seed_std if seed_std == seed_std else None,
+        "spread_over_seed_noise": arch_std / seed_std if seed_std else None,
         "spread_over_one_arch_seed_std": arch_std / one_std if one_std > 0 else None,
         "seed_std_residual": seed_std_residual,
         "spread_over_residual_seed_noise": arch_std / seed_std_residual
