@@ -22,6 +22,7 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
         "--estimators", "all_paths", "--random-candidates", "2", "--calib-archs", "8",
         "--workers", "1", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
         "--set", "data.clutter_train_samples=600", "data.clutter_test_samples=100",
+        "++data.heldout_per_class=10",
     ]  # fmt: skip
     env_extra = {"PROXYLESS_CACHE": str(tmp_path / "data")}
     done = subprocess.run(
