@@ -386,18 +386,21 @@ def cost_table(s: Settings) -> dict[str, Any]:
     return table
 
 
+def _costs(table: dict[str, Any]) -> Any:
+    """The search's own cost object (`SpaceCosts`) from the plain table dict workers receive."""
+    from proxyless.hardware import SpaceCosts
+
+    return SpaceCosts(table["per_layer"], table["fixed"], table["unit"], table["source"])
+
+
 def _cost(table: dict[str, Any], arch: Any) -> float:
-    space_layers = arch.space.layers()
-    return table["fixed"] + sum(
-        table["per_layer"][i][list(layer.candidates).index(op)]
-        for i, (layer, op) in enumerate(zip(space_layers, arch.ops, strict=True))
-    )
+    return _costs(table).cost_of(arch.indices())
 
 
 def _target(table: dict[str, Any], frac: float) -> float:
-    lo = table["fixed"] + sum(min(r) for r in table["per_layer"])
-    hi = table["fixed"] + sum(max(r) for r in table["per_layer"])
-    return lo + frac * (hi - lo)
+    """As the search resolves `hardware.target_frac`."""
+    costs = _costs(table)
+    return costs.min_cost() + frac * (costs.max_cost() - costs.min_cost())
 
 
 def _archs_near(space: Any, table: dict[str, Any], target: float, n: int, seed: int) -> list:

@@ -63,6 +63,12 @@ class Arch:
     def block_strings(self) -> list[str]:
         return [str(op) for op in self.ops]
 
+    def indices(self) -> list[int]:
+        """Each layer's op as an index into that layer's candidates (a supernet path, or a
+        row of per-candidate costs)."""
+        layers = self.space.layers()
+        return [layer.candidates.index(op) for layer, op in zip(layers, self.ops, strict=True)]
+
     # --- files -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -137,9 +137,7 @@ class SuperNet(nn.Module):
     def arch_indices(self, arch: Arch) -> list[int]:
         """Path indices that select `arch`'s ops in this supernet."""
         arch.check_space(self.space)
-        return [
-            layer.spec.candidates.index(op) for layer, op in zip(self.layers, arch.ops, strict=True)
-        ]
+        return arch.indices()
 
     def extract(self, arch: Arch) -> StandaloneNet:
         """`arch` as a standalone model holding this supernet's weights for its chosen ops."""
