@@ -43,6 +43,14 @@ class MixedLayer(nn.Module):
             self.active = int(torch.multinomial(p.cpu(), 1, generator=generator))
         return self.active
 
+    def largest(self) -> int:
+        """Index of the candidate with the most weights (kernel² × expansion), never Zero."""
+        sizes = [
+            -1 if self.is_zero(i) else op.kernel**2 * op.expand
+            for i, op in enumerate(self.spec.candidates)
+        ]
+        return max(range(len(sizes)), key=sizes.__getitem__)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_zero(self.active):
             return x

@@ -219,9 +219,19 @@ class _Search:
             x = torch.full_like(x, float("nan"))
         lr = lr_at(g.global_step, self.parts.total_steps, cfg.optim, self.parts.per_epoch)
         set_lr(self.parts.weight_opt, lr)
+        largest = cfg.schedule.sampler == "sandwich" and step % 2 == 1
+        if largest:
+            self.net.set_paths(self.net.largest_path())
         with self.precision.autocast():
             loss, logits = weight_step(
-                self.net, x, y, self.weight_opt, gen, warm, cfg.optim.label_smoothing
+                self.net,
+                x,
+                y,
+                self.weight_opt,
+                gen,
+                warm,
+                cfg.optim.label_smoothing,
+                resample=not largest,
             )
         check_finite(
             float(loss), "weight-step", step, epoch, self.rundir.checkpoint, NAN_HINT, SearchError
@@ -269,13 +279,13 @@ class _Search:
         mean = reduce_mean(pair, self.ctx)
         sums["loss"], sums["acc"] = mean.tolist()
         sync_buffers(net, self.ctx)
-        stats = epoch_stats(net, epoch, warm, sums, self.hw.target)
+        stats = epoch_stats(net, epoch, warm, sums, self.hw.target, self.cfg.derive.tolerance)
         self.history["epochs"].append(stats)
         self.reporter.scalars(g.global_step, epoch_scalars(stats))
         if self.cfg.log.heatmap and not warm:
             self.reporter.heatmap(g.global_step, net, epoch)
         if self.main:
-            net.derive().save(self.rundir.path / "arch.json")
+            self.derive().save(self.rundir.path / "arch.json")
         self.checkpoint()
         (log.info if self.main else log.debug)(
             "epoch %d/%d %s: loss %.4f acc %.3f E[cost] %.4g %s (target %.4g) entropy %.3f",
@@ -292,10 +302,19 @@ class _Search:
         return stats
 
     # --- result --------------------------------------------------------------------------------
+    def derive(self) -> Arch:
+        return self.net.derive(self.hw.target, self.cfg.derive.tolerance)
+
+    def derive_rule(self) -> str:
+        tol = self.cfg.derive.tolerance
+        if self.hw.target is None or tol is None:
+            return "argmax per layer"
+        return f"most probable within ±{tol:.0%} of the target"
+
     def result(self, t0: float) -> SearchResult:
         """Derive, evaluate the derived path, write summary.json (rank 0)."""
         net, costs, run_dir, main = self.net, self.hw.costs, self.rundir.path, self.main
-        arch = net.derive()
+        arch = self.derive()
         if main:
             arch.save(run_dir / "arch.json")
         paths = net.arch_indices(arch)
@@ -309,6 +328,7 @@ class _Search:
             "derived_cost": costs.cost_of(paths),
             "measured_latency": measured_latency(arch, self.cfg.hardware) if main else None,
             "target": self.hw.target,
+            "derive": self.derive_rule(),
             "unit": costs.unit,
             "min_cost": costs.min_cost(),
             "max_cost": costs.max_cost(),

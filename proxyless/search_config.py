@@ -53,6 +53,9 @@ class SearchOptimConfig(SGDConfig):
     arch_weight_decay: float = 0.0
 
 
+SAMPLERS = ("uniform", "sandwich")
+
+
 @dataclass
 class ScheduleConfig:
     """Warmup epochs (weights only, uniform paths), then search epochs (weights every
@@ -62,6 +65,20 @@ class ScheduleConfig:
     epochs: int = 120
     arch_every: int = 5
     steps_per_epoch: int | None = None
+    # Which path a weight step trains. uniform: one path per step (uniform in warmup, from
+    # softmax(α) in search). sandwich: the largest path on every other step, that path on the
+    # rest, so shared weights learn the task even when single random paths barely do
+    # (benchmarks/supernet_learning.py).
+    sampler: str = "uniform"
+
+
+@dataclass
+class DeriveConfig:
+    """How the final arch is read off α. With a cost target and a tolerance: the most probable
+    arch whose cost is within ±tolerance·target (`proxyless.derive`); tolerance None (or no
+    target): argmax per layer, as in the paper, which can land far from the target."""
+
+    tolerance: float | None = 0.05
 
 
 @dataclass
@@ -99,6 +116,7 @@ class SearchConfig:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    derive: DeriveConfig = field(default_factory=DeriveConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
@@ -116,6 +134,13 @@ class SearchConfig:
             raise ConfigError("schedule.warmup_epochs + schedule.epochs must be >= 1")
         if s.arch_every < 1:
             raise ConfigError(f"schedule.arch_every={s.arch_every} must be >= 1")
+        tol = self.derive.tolerance
+        if tol is not None and not 0.0 < tol < 1.0:
+            raise ConfigError(f"derive.tolerance={tol} must be in (0, 1), or null for argmax")
+        if s.sampler not in SAMPLERS:
+            raise ConfigError(
+                f"schedule.sampler={s.sampler!r} is not one of: {', '.join(SAMPLERS)}"
+            )
         if s.steps_per_epoch is not None and s.steps_per_epoch < 1:
             raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")
         if self.precision not in PRECISIONS:

@@ -80,6 +80,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
 
     rows = [
         ("derived arch", " ".join(metrics["arch"])),
+        ("derived as", metrics.get("derive", "argmax per layer")),
         ("expected cost E[cost]", f"{num(metrics['expected_cost'])} {unit}"),
         ("derived arch cost", f"{num(metrics['derived_cost'])} {unit}"),
         ("measured on this machine", f"{num(metrics.get('measured_latency'))} {unit}"),
@@ -108,7 +109,12 @@ def derived_stats(arch: Arch) -> tuple[float, float]:
 
 
 def epoch_stats(
-    net: SuperNet, epoch: int, warm: bool, sums: dict[str, float], target: float | None
+    net: SuperNet,
+    epoch: int,
+    warm: bool,
+    sums: dict[str, float],
+    target: float | None,
+    tolerance: float | None,
 ) -> dict[str, Any]:
     n = max(int(sums["n"]), 1)
     with torch.no_grad():
@@ -119,7 +125,7 @@ def epoch_stats(
         "train_loss": sums["loss"] / n,
         "train_acc": sums["acc"] / n,
         "expected_cost": expected,
-        "derived_cost": net.derived_cost(),
+        "derived_cost": net.derived_cost(target, tolerance),
         "target": target,
         "entropy": arch_entropy(net),
     }

@@ -12,6 +12,7 @@ torch.Size([2, 10])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -21,6 +22,7 @@ from torch import nn
 from latency.costs import expected_cost
 
 from .arch import Arch, StandaloneNet
+from .derive import most_probable_within
 from .estimators import Estimator
 from .mixed_op import MixedLayer
 from .plan import build_fixed
@@ -76,6 +78,11 @@ class SuperNet(nn.Module):
                 raise ValueError(f"layer {layer.spec.index}: index {i} out of range")
             layer.active = int(i)
 
+    def largest_path(self) -> list[int]:
+        """Per layer the candidate with the most weights (kernel² × expansion; never Zero):
+        the path the sandwich sampler trains on every other step."""
+        return [layer.largest() for layer in self.layers]
+
     def active_paths(self) -> list[int]:
         return [layer.active for layer in self.layers]
 
@@ -116,22 +123,30 @@ class SuperNet(nn.Module):
         total = sum(c[layer.active] for layer, c in zip(self.layers, costs, strict=True))
         return total + self._fixed_cost  # type: ignore[return-value]
 
-    def derived_cost(self) -> float:
-        """The cost of the arch `derive()` returns (argmax per layer)."""
+    def derived_cost(self, target: float | None = None, tolerance: float | None = None) -> float:
+        """The cost of the arch `derive(target, tolerance)` returns."""
+        return self.cost_of(self.derive(target, tolerance))
+
+    def cost_of(self, arch: Arch) -> float:
         costs = self._cost_tensors()
-        return self._fixed_cost + sum(
-            float(c[int(p.argmax())]) for p, c in zip(self.probabilities(), costs, strict=True)
-        )
+        idx = self.arch_indices(arch)
+        return self._fixed_cost + sum(float(c[i]) for c, i in zip(costs, idx, strict=True))
 
     # --- derive ----------------------------------------------------------------------------
-    def derive(self) -> Arch:
-        """argmax per layer; Zero layers disappear when the standalone model is built."""
+    def derive(self, target: float | None = None, tolerance: float | None = None) -> Arch:
+        """The final arch: argmax per layer (the paper) or, given a cost `target` and a
+        `tolerance` (fraction), the most probable arch within ±tolerance of the target
+        (`proxyless.derive`). Zero layers disappear when the standalone model is built."""
         with torch.no_grad():
             probs = [p.tolist() for p in self.probabilities()]
-        ops = [
-            layer.spec.candidates[int(torch.tensor(p).argmax())]
-            for layer, p in zip(self.layers, probs, strict=True)
-        ]
+        if target is None or tolerance is None:
+            idx = [max(range(len(p)), key=p.__getitem__) for p in probs]
+        else:
+            costs = [c.tolist() for c in self._cost_tensors()]
+            log_probs = [[math.log(max(q, 1e-30)) for q in p] for p in probs]
+            low, high = (1 - tolerance) * target, (1 + tolerance) * target
+            idx = most_probable_within(log_probs, costs, self._fixed_cost, low, high)
+        ops = [layer.spec.candidates[i] for layer, i in zip(self.layers, idx, strict=True)]
         return Arch(self.space, ops, probs)
 
     def arch_indices(self, arch: Arch) -> list[int]:

@@ -206,3 +206,31 @@ def test_quickstart_like_search_meets_the_target_with_the_task_loss(tmp_path: Pa
     m = search(cfg).metrics
     assert m["expected_cost"] == pytest.approx(m["target"], rel=0.05)
     assert m["test_acc"] > 0.5
+
+
+def test_sandwich_sampler_trains_the_largest_path_on_every_other_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import proxyless.search as search_mod
+
+    trained: list[list[int]] = []
+    real = search_mod.weight_step
+
+    def recording(net, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(net, *args, **kwargs)
+        trained.append(net.active_paths())
+        return out
+
+    monkeypatch.setattr(search_mod, "weight_step", recording)
+    result = search(fast_cfg(tmp_path, schedule={"sampler": "sandwich"}))
+    largest = result.net.largest_path()
+    ops = [str(layer.spec.candidates[i]) for layer, i in zip(result.net.layers, largest)]
+    assert all(op.startswith("mb_k7_e6") for op in ops)
+    assert len(trained) == 12
+    assert all(trained[i] == largest for i in range(0, 12, 2))  # steps 1, 3, 5, …
+    assert any(trained[i] != largest for i in range(1, 12, 2))  # sampled on the others
+
+
+def test_unknown_sampler_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="schedule.sampler='big' is not one of: uniform, sandwich"):
+        fast_cfg(tmp_path, schedule={"sampler": "big"})
