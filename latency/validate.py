@@ -80,7 +80,7 @@ def validate(
     # Both passes time the same prepared runs (one ONNX export per network, not two).
     prepared: dict[str, Any] = {}
     first = measure(builders, backend, protocol, progress=progress, prepared=prepared)
-    measured = {k: first[k].median_ms for k in names}
+    measured = {k: first[k].ms for k in names}
     pred = [predicted[k] for k in names]
     summary: dict[str, Any] = {
         "date": now_iso(),
@@ -91,11 +91,9 @@ def validate(
     rows = [{"name": k, "predicted_ms": predicted[k], "measured_ms": measured[k]} for k in names]
     if noise_floor:
         again = measure(builders, backend, protocol, progress=progress, prepared=prepared)
-        summary["noise_floor"] = metrics(
-            [measured[k] for k in names], [again[k].median_ms for k in names]
-        )
+        summary["noise_floor"] = metrics([measured[k] for k in names], [again[k].ms for k in names])
         for row in rows:
-            row["measured_again_ms"] = again[row["name"]].median_ms
+            row["measured_again_ms"] = again[row["name"]].ms
     fit_on = (
         split_for_calibration(names, calibrate_on, seed)
         if isinstance(calibrate_on, float | int)

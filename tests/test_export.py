@@ -80,7 +80,7 @@ def test_export_checkpoint_round_trip(trained: Path, tmp_path: Path) -> None:
     assert np.abs(got - want).max() <= 1e-4 and np.abs(want).max() > 0
 
     lat = report["latency"]
-    assert lat["ort"]["median_ms"] > 0 and lat["torch"]["median_ms"] > 0 and lat["threads"] == 1
+    assert lat["ort"]["ms"] > 0 and lat["torch"]["ms"] > 0 and lat["threads"] == 1
     assert report["table"] is None and "onnxruntime" in format_report(report)
     raw = export(ExportConfig(checkpoint=str(trained), out_dir=str(tmp_path), weights="model"))
     assert raw["source"]["weights"] == "model"
@@ -101,11 +101,11 @@ def _table(arch: Arch, path: Path, threads: int = 1, drop: int = 0) -> float:
     table = LatencyTable(header)
     keys = arch_keys(arch)
     for i, key in enumerate(dict.fromkeys(keys)):
-        table.add(key, Entry(median_ms=0.01 * (i + 1), p10_ms=0.0, p90_ms=0.0, n=1))
+        table.add(key, Entry(ms=0.01 * (i + 1), calls_p10_ms=0.0, calls_p90_ms=0.0, n=1))
     for key in list(table.entries)[:drop]:
         del table.entries[key]
     table.save(path)
-    return sum(table.entries[k].median_ms for k in keys) if not drop else 0.0
+    return sum(table.entries[k].ms for k in keys) if not drop else 0.0
 
 
 def test_table_prediction_beside_measurements(arch_file: Path, tmp_path: Path) -> None:
