@@ -14,13 +14,13 @@ from proxyless.plan import fixed_parts
 from proxyless.space import get_space
 
 
-def _table(path: Path, device: str = "test-cpu", drop: str | None = None) -> Path:
-    """A table for the tiny space where each key costs (its index + 1) / 10 ms."""
+def _table(path: Path, device: str = "test-cpu", drop: str | None = None, ms: float = 0.1) -> Path:
+    """A table for the tiny space where each key costs (its index + 1) · `ms` ms."""
     space = get_space("tiny")
     t = LatencyTable(TableHeader(device, "torch-cpu", 1, "float32", profile_command="make-it"))
     for i, key in enumerate(bridge.space_keys(space)):
         if str(key) != drop:
-            t.add(str(key), Entry((i + 1) / 10, 0.0, 0.0, 5))
+            t.add(str(key), Entry((i + 1) * ms, 0.0, 0.0, 5))
     t.save(path)
     return path
 
@@ -118,3 +118,42 @@ def test_profile_measures_once_into_the_cache(tmp_path: Path) -> None:
     again = layer_costs(get_space("tiny"), cfg)
     assert cached.stat().st_mtime_ns == stamp  # nothing re-measured, nothing re-written
     assert again.per_layer == costs.per_layer and costs.unit == "us" and costs.min_cost() > 0
+
+
+def _calibrate(path: Path, a: float, b: float, fit_on: int = 2) -> Path:
+    table = LatencyTable.load(path)
+    table.header.calibration = {"kind": "linear", "a": a, "b": b, "fit_on": ["n"] * fit_on}
+    table.save(path)
+    return path
+
+
+def test_calibrated_table_that_makes_costs_non_positive_is_refused(tmp_path: Path) -> None:
+    """Issue 13: a fit from 2 networks (a=14.39, b=-2.985 ms) made the space's cheapest arch
+    cost < 0 and the search then failed on a target nobody set."""
+    path = _calibrate(_table(tmp_path / "t.json", ms=0.003), 14.39, -2.985)
+    space = get_space("tiny")
+    raw = layer_costs(space, HardwareConfig(kind="lut", table=str(path), calibrated=False))
+    assert 14.39 * raw.min_cost() - 2.985 <= 0 < raw.min_cost()  # the issue's situation
+    cfg = HardwareConfig(kind="lut", table=str(path), unit="ms", target_frac=0.0)
+    with pytest.raises(CostError) as err:
+        Hardware.resolve(space, cfg, ObjectiveConfig(kind="add_abs"))
+    msg = str(err.value)
+    assert "calibration" in msg and "14.39·sum -2.985 ms" in msg and str(path) in msg
+    assert "hardware.calibrated=false" in msg and '"calibration" to null' in msg
+    assert raw.calibration is None
+
+
+def test_calibrated_costs_say_so(tmp_path: Path) -> None:
+    path = _calibrate(_table(tmp_path / "t.json"), 1.5, 0.25, fit_on=10)
+    space = get_space("tiny")
+    raw = layer_costs(space, HardwareConfig(kind="lut", table=str(path), calibrated=False))
+    hw = Hardware.resolve(
+        space,
+        HardwareConfig(kind="lut", table=str(path), unit="us", target_frac=0.5),
+        ObjectiveConfig(kind="add_abs"),
+    )
+    assert hw.costs.calibration == {"a": 1.5, "b_ms": 0.25, "fit_on": 10, "date": None}
+    assert hw.costs.min_cost() == pytest.approx(1000 * (1.5 * raw.min_cost() + 0.25))
+    assert hw.target > 0 and "applied: a·sum + b with a=1.5, b=0.25 ms" in hw.describe()
+    back = Hardware.resolve(space, HardwareConfig(), ObjectiveConfig(), saved=hw.to_dict())
+    assert back.costs.calibration == hw.costs.calibration  # kept across a resume

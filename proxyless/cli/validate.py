@@ -6,11 +6,13 @@ Samples `n_archs` architectures, predicts each with the table (sum of its keys),
 each whole network on the table's backend with the table's protocol (twice, for the noise
 floor), fits `measured ≈ a·sum + b` on a `calibrate` fraction and scores it on the others.
 Writes validation.json + validation.png into the run directory, saves the calibration into
-the table header (atomically) and prints the figures.
+the table header (atomically) if it was fitted on enough networks (`MIN_FIT_NETWORKS`) and
+beats the raw sum on the others (else says why not), and prints the figures.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -98,6 +100,8 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
         f"{backend.name} ({backend.threads} thread(s)) against {cfg.table}",
         flush=True,
     )
+    if note := too_few_to_fit(len(nets), float(cfg.calibrate)):
+        print(f"  note: {note}", flush=True)
     t0 = time.perf_counter()
     summary = validate(
         table,
@@ -125,7 +129,7 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
     }
     atomic_write_json(Path(out_dir) / "validation.json", summary)
     saved = False
-    if cfg.save_calibration and table.header.calibration and "calibrated" in summary:
+    if cfg.save_calibration and summary.get("calibrated", {}).get("accepted"):
         # Re-read so that keys profiled meanwhile are kept; save() is atomic.
         fresh = LatencyTable.load(cfg.table, force=True)
         fresh.header.calibration = {
@@ -136,6 +140,23 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
         saved = True
     report(summary, out_dir, saved)
     return summary
+
+
+def too_few_to_fit(n_archs: int, calibrate: float) -> str | None:
+    """Said before measuring: this split cannot give a fit worth keeping."""
+    from latency.validate import MIN_FIT_NETWORKS, split_for_calibration
+
+    if calibrate <= 0:
+        return None
+    n_fit = len(split_for_calibration([str(i) for i in range(n_archs)], calibrate))
+    if n_fit >= MIN_FIT_NETWORKS:
+        return None
+    need = math.ceil(MIN_FIT_NETWORKS / calibrate)
+    return (
+        f"calibrate={calibrate:g} of n_archs={n_archs} fits on {n_fit} network(s), fewer than "
+        f"{MIN_FIT_NETWORKS}: the fit will be reported but not saved; for one that can be "
+        f"saved use n_archs>={need} (or a larger calibrate)"
+    )
 
 
 def _default_protocol() -> Any:
@@ -164,6 +185,8 @@ def report(summary: dict[str, Any], out_dir: str | Path, saved: bool) -> None:
     print(f"  summary: {out / 'validation.json'}  plot: {out / 'validation.png'}")
     if saved:
         print(f"  calibration saved into {summary['table']}")
+    elif (cal := summary.get("calibrated")) and cal.get("refused"):
+        print(f"  calibration NOT saved into {summary['table']}: {cal['refused']}")
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="validate")
