@@ -26,7 +26,7 @@ from torch import nn
 from latency.atomic import atomic_write_bytes
 from latency.backends import ort_session
 from latency.config_dict import from_dict
-from latency.onnx_export import INPUT_NAME, export_onnx
+from latency.onnx_export import INPUT_NAME, check_opset, export_onnx, onnx_opset
 
 from .arch import Arch
 from .run import TRAIN_KIND, load_checkpoint, run_info, write_json
@@ -241,6 +241,10 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         raise ExportError(f"format={cfg.format!r} is not supported; use format=onnx")
     if cfg.batch < 1:
         raise ExportError(f"batch={cfg.batch} must be >= 1")
+    try:
+        check_opset(cfg.opset)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     arch, model, source = load_network(cfg)
     anchor = Path(cfg.checkpoint or cfg.arch or ".")  # load_network checked one is set
     out_dir = Path(cfg.out_dir) if cfg.out_dir else anchor.parent
@@ -269,7 +273,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     report = {
         "onnx": str(onnx_path),
         "onnx_bytes": len(data),
-        "opset": cfg.opset,
+        "opset": onnx_opset(data),  # as written; cfg.opset (in "config") is what was asked
         "input_shape": list(shape),
         "dynamic_batch": cfg.dynamic_batch,
         "arch": arch.block_strings(),
