@@ -8,7 +8,7 @@ import json
 import pytest
 from torch import nn
 
-from latency.metrics import fit_linear, metrics
+from latency.metrics import fit_linear, metrics, scatter_figure, scatter_plot
 from latency.predict import LatencyAnalysis
 from latency.profile import profile
 from latency.table import Entry, LatencyTable, TableHeader
@@ -226,3 +226,24 @@ def test_calibration_on_enough_networks_that_beats_raw_is_kept() -> None:
     assert table.header.calibration["fit_on"] == cal["fit_on"]
     a, b = cal["a"], cal["b"]
     assert LatencyAnalysis.of_keys(table, ["k3"]).total() == pytest.approx(a * 2.5 + b)
+
+
+def test_scatter_plot_axes_hold_every_point(tmp_path) -> None:
+    """Issue 13: the axes were clipped to measured ±20%, so badly predicted networks (what
+    the plot exists to show) fell off the chart."""
+    measured = [1.0, 1.2, 1.5, 2.0]
+    predicted = [0.3, 1.25, 6.0, 2.1]  # 3.3x under and 4x over
+    calibrated = [None, 1.1, 9.0, None]
+    fig = scatter_figure(predicted, measured, calibrated=calibrated)
+    ax = fig.axes[0]
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for x, y in [*zip(measured, predicted), (1.2, 1.1), (1.5, 9.0)]:
+        assert x0 < x < x1 and y0 < y < y1, (x, y)
+    assert (x0, x1) == (y0, y1) and x0 >= 0  # square: y = x is the diagonal
+    line = [ln for ln in ax.get_lines() if ln.get_label() == "predicted = measured"][0]
+    assert list(line.get_xdata()) == list(line.get_ydata()) == [x0, x1]  # y = x end to end
+    band = [c for c in ax.collections if c.get_label() == "±10%"][0]
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert min(ys) == pytest.approx(0.9 * x0) and max(ys) == pytest.approx(1.1 * x1)
+    path = scatter_plot(predicted, measured, tmp_path / "v.png", calibrated=calibrated)
+    assert path.read_bytes()[:4] == b"\x89PNG"
