@@ -207,9 +207,9 @@ def measure(model: nn.Module, x: torch.Tensor, cfg: ExportConfig, threads: int) 
 def table_prediction(arch: Arch, table_path: str, force: bool, batch: int) -> dict[str, Any]:
     """The latency table's prediction for `arch`, calibrated as the search's costs are
     (`proxyless.latency_bridge.arch_analysis`, the one predictor)."""
-    from latency import LatencyTable, TableError
+    from latency import LatencyTable, MissingKeyError, TableError
 
-    from .latency_bridge import arch_analysis
+    from .latency_bridge import arch_analysis, profile_command
 
     table = LatencyTable.load(table_path, force=force)
     h = table.header
@@ -223,13 +223,17 @@ def table_prediction(arch: Arch, table_path: str, force: bool, batch: int) -> di
         )
     except TableError as e:
         raise ExportError(str(e)) from None
+    analysis = arch_analysis(arch, table)
+    if missing := analysis.missing_keys():  # the command adds them to this very table
+        cmd = profile_command(arch.space, table_path, h.backend, h.threads, h.batch)
+        raise MissingKeyError(missing, cmd)
     return {
         "path": table_path,
         "backend": h.backend,
         "device": h.device,
         "batch": h.batch,
         "threads": h.threads,
-        "predicted_ms": arch_analysis(arch, table).total(),
+        "predicted_ms": analysis.total(),
         "calibrated": bool(h.calibration),
     }
 

@@ -228,9 +228,16 @@ def _fvcore_costs(space: SearchSpace, kind: str) -> SpaceCosts:
 
 
 def _table_costs(
-    space: SearchSpace, table: LatencyTable, source: str, calibrated: bool | None = None
+    space: SearchSpace,
+    table: LatencyTable,
+    path: str | Path,
+    source: str,
+    calibrated: bool | None = None,
 ) -> SpaceCosts:
+    """Costs from `table`, read from `path`: a missing key names the command that measures
+    exactly the missing keys of this space into that file."""
     try:
+        bridge.table_missing_keys(space, table, path)
         per_layer, fixed = bridge.table_costs(space, table, calibrated)
     except MissingKeyError as e:
         raise CostError(f"{source}: {e}") from e
@@ -297,11 +304,11 @@ def _profiled_costs(space: SearchSpace, cfg: HardwareConfig) -> SpaceCosts:
             path,
             batch=cfg.batch,
             threads=cfg.threads,
-            command=f"proxyless-profile space={space.name} backend={cfg.backend} out={path}",
+            command=bridge.profile_command(space, path, cfg.backend, cfg.threads, cfg.batch),
         )
     except (TableError, RuntimeError, KeyError) as e:
         raise CostError(f"profiling with backend {cfg.backend!r} failed: {e}") from e
-    return _table_costs(space, table, f"profiled table {path}", cfg.calibrated)
+    return _table_costs(space, table, path, f"profiled table {path}", cfg.calibrated)
 
 
 def layer_costs(space: SearchSpace, cfg: HardwareConfig) -> SpaceCosts:
@@ -310,7 +317,10 @@ def layer_costs(space: SearchSpace, cfg: HardwareConfig) -> SpaceCosts:
         space_json = json.dumps(space.to_dict(), sort_keys=True)
         costs = _fvcore_cached(space_json, cfg.kind)
     elif cfg.kind == "lut":
-        costs = _table_costs(space, load_table(cfg), f"latency table {cfg.table}", cfg.calibrated)
+        table = load_table(cfg)
+        costs = _table_costs(
+            space, table, str(cfg.table), f"latency table {cfg.table}", cfg.calibrated
+        )
     else:
         costs = _profiled_costs(space, cfg)
     return costs.scaled(cfg.scale, cfg.unit)  # type: ignore[arg-type]

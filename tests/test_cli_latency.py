@@ -193,7 +193,12 @@ def main_error(
         (["space=tiny", "table=t.json", "calibrate=1.5"], ["calibrate must be"]),
         (
             ["space=tiny", "table=partial.json"],
-            ["no key", "measure it with: proxyless-profile space=tiny backend=torch-cpu"],
+            # issue 13: into the table passed, not the one its header's command wrote
+            [
+                "no key",
+                "measure it with: proxyless-profile space=tiny backend=torch-cpu threads=1 "
+                "batch=1 out=partial.json",
+            ],
         ),
         (
             ["space=cifar", "table=t.json"],

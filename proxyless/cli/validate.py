@@ -66,23 +66,12 @@ def load_table(cfg: DictConfig) -> tuple[Any, Any]:
     return table, backend
 
 
-def remeasure_command(cfg: DictConfig, table: Any) -> str:
-    """The table's own profile command if it profiles this space, else one that does."""
-    h, wanted = table.header, space_option_cmd(cfg).split()
-    if h.profile_command and all(w in h.profile_command.split() for w in wanted):
-        return h.profile_command
-    return (
-        f"proxyless-profile {' '.join(wanted)} backend={h.backend} threads={h.threads} "
-        f"batch={h.batch} out={cfg.table}"
-    )
-
-
 def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, Any]:
     """The whole app on a composed config; returns the summary (also written to out_dir)."""
     from latency.atomic import atomic_write_json
     from latency.table import LatencyTable
     from latency.validate import validate
-    from proxyless.latency_bridge import arch_network, sample_archs
+    from proxyless.latency_bridge import arch_network, profile_command, sample_archs
 
     if not 0.0 <= float(cfg.calibrate) < 1.0:
         raise CLIError(f"calibrate must be a fraction in [0, 1), got {cfg.calibrate}")
@@ -94,7 +83,10 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
     archs = sample_archs(space, int(cfg.n_archs), seed=int(cfg.seed))
     nets = [arch_network(a, f"arch{i:04d}", table.header.batch) for i, a in enumerate(archs)]
     if missing := table.missing(k for n in nets for k in n.keys):
-        raise MissingKeyError(missing, remeasure_command(cfg, table))
+        h = table.header  # the command adds the space's missing keys to the user's table
+        raise MissingKeyError(
+            missing, profile_command(space, cfg.table, h.backend, h.threads, h.batch)
+        )
     print(
         f"{PROG}: {len(nets)} {cfg.space.name} networks (batch {table.header.batch}) on "
         f"{backend.name} ({backend.threads} thread(s)) against {cfg.table}",
