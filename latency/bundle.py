@@ -107,7 +107,5 @@ def import_results(
         setattr(header, k, v)
     table = LatencyTable(header)
     for key, e in data["results"].items():
-        table.add(
-            key, Entry(float(e["median_ms"]), float(e["p10_ms"]), float(e["p90_ms"]), int(e["n"]))
-        )
+        table.add(key, Entry.from_dict(e, f"{path}: result {key!r}"))
     return table

@@ -11,6 +11,7 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,24 +66,33 @@ def fit_linear(predicted: Sequence[float], measured: Sequence[float]) -> tuple[f
     return float(a), float(b)
 
 
-def scatter_plot(
+def plot_limits(*series: Sequence[float | None], margin: float = 0.08) -> tuple[float, float]:
+    """One (lo, hi) for both axes that holds every finite value of every series, with a
+    margin: a badly predicted network is the point the plot exists to show, so none may
+    fall off it. Latencies are positive, so lo stays >= 0."""
+    vals = np.asarray([v for s in series for v in s if v is not None], float)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(vals.min()), float(vals.max())
+    pad = margin * (hi - lo) if hi > lo else 0.1 * max(abs(hi), 1e-9)
+    return max(lo - pad, 0.0) if lo >= 0 else lo - pad, hi + pad
+
+
+def scatter_figure(
     predicted: Sequence[float],
     measured: Sequence[float],
-    path: str | os.PathLike[str],
     title: str = "",
     calibrated: Sequence[float | None] | None = None,
-) -> Path:
-    """Predicted vs measured with y = x and a ±10% band; PNG written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from latency.atomic import atomic_write_bytes
+) -> Any:
+    """Predicted vs measured with y = x and a ±10% band, axes covering every point; a bare
+    matplotlib `Figure` (no pyplot: no display needed, the process' backend left alone)."""
+    from matplotlib.figure import Figure
 
     m = np.asarray(measured, float)
-    lo, hi = float(m.min()) * 0.8, float(m.max()) * 1.2
-    fig, ax = plt.subplots(figsize=(5, 5))
+    lo, hi = plot_limits(predicted, measured, calibrated or [])
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     xs = np.linspace(lo, hi, 2)
     ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.85", label="±10%")
     ax.plot(xs, xs, "k--", lw=1, label="predicted = measured")
@@ -96,7 +106,20 @@ def scatter_plot(
     )
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def scatter_plot(
+    predicted: Sequence[float],
+    measured: Sequence[float],
+    path: str | os.PathLike[str],
+    title: str = "",
+    calibrated: Sequence[float | None] | None = None,
+) -> Path:
+    """`scatter_figure` as a PNG, written atomically."""
+    from latency.atomic import atomic_write_bytes
+
+    fig = scatter_figure(predicted, measured, title, calibrated)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())

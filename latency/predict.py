@@ -85,7 +85,7 @@ class LatencyAnalysis:
     def by_layer(self) -> dict[str, float | None]:
         """ms per layer (scaled by the calibration's a); None where the table lacks the key."""
         e, a = self.table.entries, self.calibration.a
-        return {name: (a * e[key].median_ms if key in e else None) for name, key in self.layers}
+        return {name: (a * e[key].ms if key in e else None) for name, key in self.layers}
 
     def by_op_type(self) -> dict[str, float]:
         """ms per op type (the key's first word, scaled like by_layer), known keys only."""
@@ -94,10 +94,10 @@ class LatencyAnalysis:
         for _, key in self.layers:
             if key in e:
                 op = key.split("_", 1)[0]
-                out[op] = out.get(op, 0.0) + a * e[key].median_ms
+                out[op] = out.get(op, 0.0) + a * e[key].ms
         return out
 
     def total(self) -> float:
         """Predicted ms of the whole network: ``a·Σ entries + b``."""
         self.check()
-        return self.calibration(sum(self.table.entries[key].median_ms for _, key in self.layers))
+        return self.calibration(sum(self.table.entries[key].ms for _, key in self.layers))

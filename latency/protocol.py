@@ -145,9 +145,9 @@ def measure(
     for k in keys:
         all_calls = np.concatenate(calls[k])
         entries[k] = Entry(
-            median_ms=float(np.quantile(windows[k], protocol.quantile)),
-            p10_ms=float(np.quantile(all_calls, 0.1)),
-            p90_ms=float(np.quantile(all_calls, 0.9)),
+            ms=float(np.quantile(windows[k], protocol.quantile)),
+            calls_p10_ms=float(np.quantile(all_calls, 0.1)),
+            calls_p90_ms=float(np.quantile(all_calls, 0.9)),
             n=int(all_calls.size),
         )
     return Measurement(entries, ref, max(refs) / best, repeats)

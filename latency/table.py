@@ -5,7 +5,7 @@ records how it was measured (header) so that a table from another device is neve
 mistake, and so a missing key can name the exact command that measures it.
 
 >>> t = LatencyTable(TableHeader(device="cpu", backend="torch-cpu", batch=1, dtype="float32"))
->>> t.add("conv_i3x8x8_o8_k3_e1_s1_r0", Entry(median_ms=0.5, p10_ms=0.4, p90_ms=0.7, n=10))
+>>> t.add("conv_i3x8x8_o8_k3_e1_s1_r0", Entry(ms=0.5, calls_p10_ms=0.4, calls_p90_ms=0.7, n=10))
 >>> t.missing(["conv_i3x8x8_o8_k3_e1_s1_r0", "head_i8x1x1_o10_k1_e1_s1_r0"])
 ['head_i8x1x1_o10_k1_e1_s1_r0']
 """
@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from latency.atomic import atomic_write_json
 from latency.errors import MissingKeyError, TableError
@@ -28,12 +28,40 @@ __all__ = ["Entry", "LatencyTable", "MissingKeyError", "TableError", "TableHeade
 
 @dataclass(frozen=True)
 class Entry:
-    """One op's latency: the protocol's statistic (`median_ms`) and its spread."""
+    """One op's latency, named for what each field holds (`latency.protocol`):
 
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
+    - `ms`: the protocol's statistic, the value predictions sum: a low quantile
+      (`header.protocol["quantile"]`, 0.25 by default) over rounds of speed-corrected window
+      minima. Not a median: it sits below most single calls by design.
+    - `calls_p10_ms` / `calls_p90_ms`: the 10th / 90th percentile of all `n` speed-corrected
+      single calls, the spread one call shows (so `calls_p10_ms > ms` is normal).
+    """
+
+    ms: float
+    calls_p10_ms: float
+    calls_p90_ms: float
     n: int
+
+    # Field names of tables written before the rename (`ms` was called `median_ms`, though
+    # it never was one). Old files keep loading; saving writes the new names.
+    OLD_NAMES: ClassVar[dict[str, str]] = {
+        "median_ms": "ms",
+        "p10_ms": "calls_p10_ms",
+        "p90_ms": "calls_p90_ms",
+    }
+
+    @classmethod
+    def from_dict(cls, value: Any, where: str = "entry") -> Entry:
+        """An entry from JSON, old field names (`median_ms`, `p10_ms`, `p90_ms`) included."""
+        need = [f.name for f in fields(cls)]
+        if isinstance(value, dict):
+            value = {cls.OLD_NAMES.get(k, k): v for k, v in value.items()}
+        if not isinstance(value, dict) or any(n not in value for n in need):
+            raise TableError(
+                f"{where} must have fields {need}, got {value!r}; "
+                "delete the entry and re-run the profile command to re-measure it"
+            )
+        return cls(*(float(value[n]) for n in need[:-1]), int(value["n"]))
 
 
 @dataclass
@@ -95,15 +123,10 @@ class LatencyTable:
                 "'entries'; re-create it with the profile command"
             )
         header = TableHeader.from_dict(data["header"], source)
-        entries: dict[str, Entry] = {}
-        need = [f.name for f in fields(Entry)]
-        for key, value in data["entries"].items():
-            if not isinstance(value, dict) or any(n not in value for n in need):
-                raise TableError(
-                    f"{source}: entry {key!r} must have fields {need}, got {value!r}; "
-                    "delete the entry and re-run the profile command to re-measure it"
-                )
-            entries[key] = Entry(*(value[n] for n in need))
+        entries = {
+            key: Entry.from_dict(value, f"{source}: entry {key!r}")
+            for key, value in data["entries"].items()
+        }
         return cls(header, entries)
 
     @classmethod

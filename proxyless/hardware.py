@@ -28,6 +28,7 @@ import torch
 
 from latency.errors import MissingKeyError, TableError
 from latency.keys import OpKey
+from latency.predict import Calibration
 from latency.table import LatencyTable
 
 from . import latency_bridge as bridge
@@ -73,6 +74,7 @@ class HardwareConfig:
     threads: int = 1
     cache_dir: str = "~/.cache/proxyless/latency"
     unit: str | None = None  # None: the kind's base unit (ms, MFLOPs, Kparams)
+    calibrated: bool | None = None  # None: apply the table's calibration if it has one
 
     def __post_init__(self) -> None:
         if self.kind not in COST_KINDS:
@@ -100,6 +102,8 @@ class SpaceCosts:
     fixed: float
     unit: str
     source: str = ""
+    # The table calibration folded into the costs (`a`, `b` in ms, ...); None: raw sums.
+    calibration: dict[str, Any] | None = None
 
     def min_cost(self) -> float:
         return self.fixed + sum(min(c) for c in self.per_layer)
@@ -112,7 +116,7 @@ class SpaceCosts:
 
     def scaled(self, factor: float, unit: str) -> SpaceCosts:
         per_layer = [[c * factor for c in row] for row in self.per_layer]
-        return SpaceCosts(per_layer, self.fixed * factor, unit, self.source)
+        return SpaceCosts(per_layer, self.fixed * factor, unit, self.source, self.calibration)
 
     def cost_of(self, indices: list[int]) -> float:
         return self.fixed + sum(c[i] for c, i in zip(self.per_layer, indices, strict=True))
@@ -151,7 +155,13 @@ class Hardware:
         write a cost cache at once."""
         ctx = ctx or DistContext()
         if saved is not None:
-            costs = SpaceCosts(saved["per_layer"], saved["fixed"], saved["unit"], saved["source"])
+            costs = SpaceCosts(
+                saved["per_layer"],
+                saved["fixed"],
+                saved["unit"],
+                saved["source"],
+                saved.get("calibration"),  # absent from checkpoints of older versions
+            )
             target = saved["target"]
         else:
             built = None
@@ -177,14 +187,26 @@ class Hardware:
             "min": c.min_cost(),
             "max": c.max_cost(),
             "target": self.target,
+            "calibration": c.calibration,
         }
 
     def describe(self) -> str:
         c = self.costs
         return (
             f"cost {c.source}: {c.min_cost():.4g} … {c.max_cost():.4g} {c.unit}, "
-            f"target {'none' if self.target is None else f'{self.target:.4g}'}"
+            f"target {'none' if self.target is None else f'{self.target:.4g}'}, "
+            f"calibration {describe_calibration(c.calibration)}"
         )
+
+
+def describe_calibration(cal: dict[str, Any] | None) -> str:
+    """One line for logs and the summary table: what calibration the costs carry."""
+    if cal is None:
+        return "none (raw table sums)"
+    return (
+        f"applied: a·sum + b with a={cal['a']:.4g}, b={cal['b_ms']:.4g} ms (the table's, "
+        f"fitted on {cal['fit_on']} network(s); hardware.calibrated=false for raw sums)"
+    )
 
 
 # --- cost sources ----------------------------------------------------------------------------
@@ -205,14 +227,45 @@ def _fvcore_costs(space: SearchSpace, kind: str) -> SpaceCosts:
     return SpaceCosts(per_layer, fixed, unit, f"fvcore {kind} (1 multiply-add = 1 flop)")
 
 
-def _table_costs(space: SearchSpace, table: LatencyTable, source: str) -> SpaceCosts:
+def _table_costs(
+    space: SearchSpace,
+    table: LatencyTable,
+    path: str | Path,
+    source: str,
+    calibrated: bool | None = None,
+) -> SpaceCosts:
+    """Costs from `table`, read from `path`: a missing key names the command that measures
+    exactly the missing keys of this space into that file."""
     try:
-        per_layer, fixed = bridge.table_costs(space, table)
+        bridge.table_missing_keys(space, table, path)
+        per_layer, fixed = bridge.table_costs(space, table, calibrated)
     except MissingKeyError as e:
         raise CostError(f"{source}: {e}") from e
+    except TableError as e:  # calibrated=True on a table without a calibration
+        raise CostError(f"{source}: {e}; set hardware.calibrated=null or false") from e
     h = table.header
     desc = f"{source} ({h.device}, {h.backend}, batch {h.batch})"
-    return SpaceCosts(per_layer, fixed, "ms", desc)
+    cal = Calibration.of(table, calibrated)
+    applied = None
+    if bool(h.calibration) if calibrated is None else calibrated:
+        applied = {
+            "a": cal.a,
+            "b_ms": cal.b,
+            "fit_on": len((h.calibration or {}).get("fit_on") or []),
+            "date": (h.calibration or {}).get("date"),
+        }
+    costs = SpaceCosts(per_layer, fixed, "ms", desc, applied)
+    if applied is not None and costs.min_cost() <= 0:
+        raise CostError(
+            f"{source} carries a calibration, measured ≈ {cal.a:.4g}·sum {cal.b:+.4g} ms "
+            f"(fitted by proxyless-validate on {applied['fit_on']} network(s)), that makes the "
+            f"cheapest arch of this space cost {costs.min_cost():.4g} ms: no positive latency "
+            "or target can be derived from it. Search on the raw table sums with "
+            "hardware.calibrated=false, or remove the calibration from the table (set its "
+            'header\'s "calibration" to null) and re-fit it with proxyless-validate on more '
+            "networks"
+        )
+    return costs
 
 
 def load_table(cfg: HardwareConfig) -> LatencyTable:
@@ -251,11 +304,11 @@ def _profiled_costs(space: SearchSpace, cfg: HardwareConfig) -> SpaceCosts:
             path,
             batch=cfg.batch,
             threads=cfg.threads,
-            command=f"proxyless-profile space={space.name} backend={cfg.backend} out={path}",
+            command=bridge.profile_command(space, path, cfg.backend, cfg.threads, cfg.batch),
         )
     except (TableError, RuntimeError, KeyError) as e:
         raise CostError(f"profiling with backend {cfg.backend!r} failed: {e}") from e
-    return _table_costs(space, table, f"profiled table {path}")
+    return _table_costs(space, table, path, f"profiled table {path}", cfg.calibrated)
 
 
 def layer_costs(space: SearchSpace, cfg: HardwareConfig) -> SpaceCosts:
@@ -264,7 +317,10 @@ def layer_costs(space: SearchSpace, cfg: HardwareConfig) -> SpaceCosts:
         space_json = json.dumps(space.to_dict(), sort_keys=True)
         costs = _fvcore_cached(space_json, cfg.kind)
     elif cfg.kind == "lut":
-        costs = _table_costs(space, load_table(cfg), f"latency table {cfg.table}")
+        table = load_table(cfg)
+        costs = _table_costs(
+            space, table, str(cfg.table), f"latency table {cfg.table}", cfg.calibrated
+        )
     else:
         costs = _profiled_costs(space, cfg)
     return costs.scaled(cfg.scale, cfg.unit)  # type: ignore[arg-type]

@@ -7,13 +7,16 @@ plan (`proxyless.plan`), so the sum of a network's entries predicts the whole ne
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from latency.errors import MissingKeyError
 from latency.keys import OpKey
 from latency.predict import LatencyAnalysis
 from latency.protocol import Builder, Protocol
@@ -22,7 +25,7 @@ from latency.validate import Network
 
 from .arch import Arch
 from .plan import arch_plan, build_part, candidate_part, fixed_parts, space_keys
-from .space import SearchSpace
+from .space import PRESETS, SearchSpace
 
 
 def key_builder(key: OpKey, batch: int) -> Builder:
@@ -79,6 +82,66 @@ def table_costs(
     analysis.check()
     ms = analysis.by_layer()
     return space_costs(space, lambda key: ms[str(key)], analysis.calibration.b)  # type: ignore[return-value]
+
+
+def space_options(space: SearchSpace) -> list[str]:
+    """The `proxyless-profile` / `proxyless-validate` options that build `space`'s keys: the
+    preset, then each field that differs from it (what the search took from its data:
+    resolution, classes, channels; width_mult and space.overrides).
+
+    >>> from proxyless.space import get_space
+    >>> space_options(get_space("tiny", input_size=8, in_channels=1))
+    ['space=tiny', 'resolution=8', '+space.overrides.in_channels=1']
+    """
+    if space.name not in PRESETS:
+        raise ValueError(f"space {space.name!r} is no preset; profile it from Python instead")
+    base, mine = PRESETS[space.name].to_dict(), space.to_dict()
+    named = {"input_size": "resolution", "num_classes": "num_classes"}
+    opts = [f"space={space.name}"]
+    if mine["width_mult"] != base["width_mult"]:
+        opts.append(f"space.width_mult={mine['width_mult']}")
+    for field, value in mine.items():
+        if field in ("name", "width_mult", "dropout") or value == base[field]:
+            continue  # dropout: no key depends on it
+        if field in named:
+            opts.append(f"{named[field]}={value}")
+        else:
+            opts.append(f"+space.overrides.{field}={_hydra_value(value)}")
+    return opts
+
+
+def _hydra_value(value: Any) -> str:
+    """A Hydra override value: lists as [..], dicts as {k:v}, scalars as they print."""
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def profile_command(
+    space: SearchSpace, out: str | Path, backend: str, threads: int = 1, batch: int = 1
+) -> str:
+    """The command that measures the keys of `space` missing from the table `out` (and only
+    those: profiling resumes an existing table), on that table's backend, threads, batch
+    and protocol. For a phone's table (ort-mobile): bundle, run on the device, import."""
+    opts = " ".join(shlex.quote(o) for o in space_options(space))
+    out = shlex.quote(str(out))
+    if backend == "ort-mobile":
+        return (
+            f"proxyless-profile mode=bundle {opts} batch={batch} out=bundle/, then on the "
+            "device python latency_runner.py bundle --out results.json --threads "
+            f"{threads}, then proxyless-profile mode=import {opts} results=results.json out={out}"
+        )
+    return f"proxyless-profile {opts} backend={backend} threads={threads} batch={batch} out={out}"
+
+
+def table_missing_keys(space: SearchSpace, table: LatencyTable, path: str | Path) -> None:
+    """Raise MissingKeyError for the keys of `space` that `table` (stored at `path`) lacks,
+    naming the command that adds exactly those to that file."""
+    if missing := table.missing(str(k) for k in space_keys(space)):
+        h = table.header
+        raise MissingKeyError(missing, profile_command(space, path, h.backend, h.threads, h.batch))
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
@@ -154,4 +217,4 @@ def measure_arch(
     entries = measure_networks(
         {"arch": arch_network(arch, "arch", batch).build}, be, protocol, progress=False
     )
-    return entries["arch"].median_ms
+    return entries["arch"].ms

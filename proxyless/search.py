@@ -338,6 +338,7 @@ class _Search:
             "steps": self.progress.global_step,
             "epochs": self.progress.epoch,
             "cost_source": costs.source,
+            "calibration": costs.calibration,  # None: raw table sums (or not a latency table)
             "run_dir": str(run_dir),
             "wall_s": time.time() - t0,
         }

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .arch import Arch
+from .hardware import describe_calibration
 from .supernet import SuperNet
 
 
@@ -91,6 +92,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         ("test acc (supernet, derived path)", num(metrics["test_acc"], ".4f")),
         ("steps / epochs", f"{metrics['steps']} / {metrics['epochs']}"),
         ("cost source", metrics["cost_source"]),
+        ("latency calibration", describe_calibration(metrics.get("calibration"))),
         ("run dir", metrics["run_dir"]),
     ]
     width = max(len(k) for k, _ in rows)

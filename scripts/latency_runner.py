@@ -126,9 +126,9 @@ def measure(runs: dict, p: dict, log=print) -> dict:
     for k in keys:
         c = np.concatenate(calls[k])
         out[k] = {
-            "median_ms": float(np.quantile(windows[k], p["quantile"])),
-            "p10_ms": float(np.quantile(c, 0.1)),
-            "p90_ms": float(np.quantile(c, 0.9)),
+            "ms": float(np.quantile(windows[k], p["quantile"])),
+            "calls_p10_ms": float(np.quantile(c, 0.1)),
+            "calls_p90_ms": float(np.quantile(c, 0.9)),
             "n": int(c.size),
         }
     return out

@@ -3,6 +3,7 @@ written, and user errors give one line and exit code 2 without losing earlier ou
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -156,3 +157,21 @@ def test_debug_fast_composes_with_every_experiment(experiment: str, tmp_path: Pa
     sc = SearchConfig.from_dict(to_plain(cfg))
     assert sc.hardware.kind == "params" and sc.hardware.unit == "Kparams"
     assert sc.data.name == "synthetic" and sc.device == "auto"
+
+
+def test_summary_says_when_a_table_calibration_is_applied(capsys, tmp_path: Path) -> None:
+    """Issue 13: nothing in a search's results said its costs came through a calibration."""
+    path = _table(tmp_path / "t.json", "cpu")
+    table = LatencyTable.load(path)
+    table.header.calibration = {"kind": "linear", "a": 1.5, "b": 0.25, "fit_on": ["n"] * 9}
+    table.save(path)
+    over = ["debug=fast", "hardware=lut", f"hardware.table={path}", "hardware.target=null"]
+    run(_compose(*over, "hardware.target_frac=0.35", f"run_dir={tmp_path}/r"))
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["calibration"] == {"a": 1.5, "b_ms": 0.25, "fit_on": 9, "date": None}
+    out = capsys.readouterr().out
+    assert "latency calibration" in out and "applied: a·sum + b with a=1.5, b=0.25 ms" in out
+    raw = tmp_path / "raw"
+    run(_compose(*over, "hardware.target_frac=0.35", "hardware.calibrated=false", f"run_dir={raw}"))
+    assert json.loads((raw / "summary.json").read_text())["calibration"] is None
+    assert "none (raw table sums)" in capsys.readouterr().out

@@ -17,6 +17,7 @@ import torch
 
 import proxyless.export as export_mod
 from latency import Entry, LatencyTable, MissingKeyError, TableHeader
+from latency.onnx_export import supported_opsets
 from proxyless.arch import Arch
 from proxyless.data import DataConfig
 from proxyless.export import ExportConfig, ExportError, export, format_report, load_network
@@ -80,7 +81,7 @@ def test_export_checkpoint_round_trip(trained: Path, tmp_path: Path) -> None:
     assert np.abs(got - want).max() <= 1e-4 and np.abs(want).max() > 0
 
     lat = report["latency"]
-    assert lat["ort"]["median_ms"] > 0 and lat["torch"]["median_ms"] > 0 and lat["threads"] == 1
+    assert lat["ort"]["ms"] > 0 and lat["torch"]["ms"] > 0 and lat["threads"] == 1
     assert report["table"] is None and "onnxruntime" in format_report(report)
     raw = export(ExportConfig(checkpoint=str(trained), out_dir=str(tmp_path), weights="model"))
     assert raw["source"]["weights"] == "model"
@@ -101,11 +102,11 @@ def _table(arch: Arch, path: Path, threads: int = 1, drop: int = 0) -> float:
     table = LatencyTable(header)
     keys = arch_keys(arch)
     for i, key in enumerate(dict.fromkeys(keys)):
-        table.add(key, Entry(median_ms=0.01 * (i + 1), p10_ms=0.0, p90_ms=0.0, n=1))
+        table.add(key, Entry(ms=0.01 * (i + 1), calls_p10_ms=0.0, calls_p90_ms=0.0, n=1))
     for key in list(table.entries)[:drop]:
         del table.entries[key]
     table.save(path)
-    return sum(table.entries[k].median_ms for k in keys) if not drop else 0.0
+    return sum(table.entries[k].ms for k in keys) if not drop else 0.0
 
 
 def test_table_prediction_beside_measurements(arch_file: Path, tmp_path: Path) -> None:
@@ -180,3 +181,40 @@ def test_cli_error_is_one_line_and_exit_2(
     err = capsys.readouterr().err.strip()
     assert err.startswith("proxyless-export: error: checkpoint") and "does not exist" in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_unsupported_opset_is_refused_up_front(arch_file: Path, tmp_path: Path) -> None:
+    """Issue 13: `proxyless-export … opset=3` exited 0 after ~200 lines of Torch IR, wrote
+    opset 18 and reported opset 3."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = [f"arch={arch_file}", f"out_dir={tmp_path / 'exp'}", "opset=3"]
+    cmd = [sys.executable, "-m", "proxyless.cli.export", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    ok = supported_opsets()  # torch 2.14: 7..20
+    assert len(lines) == 1, lines
+    assert lines[0] == (
+        f"proxyless-export: error: opset=3 is not supported by the ONNX exporter of the "
+        f"installed torch {torch.__version__}: choose an opset in {ok.start}..{ok.stop - 1} "
+        "(default 17)"
+    )
+    assert not (tmp_path / "exp").exists()
+    with pytest.raises(ExportError, match=rf"opset={ok.stop} is not supported"):
+        export(ExportConfig(arch=str(arch_file), out_dir=str(tmp_path), opset=ok.stop))
+
+
+def test_reported_opset_is_read_from_the_written_model(
+    arch_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = export_mod.to_onnx
+
+    def exporter_that_picks_its_own_opset(model, example, opset, dynamic_batch):
+        return real(model, example, 18, dynamic_batch)  # as the dynamo fallback does
+
+    monkeypatch.setattr(export_mod, "to_onnx", exporter_that_picks_its_own_opset)
+    report = export(ExportConfig(arch=str(arch_file), out_dir=str(tmp_path), opset=13, **FAST))
+    written = onnx.load(tmp_path / "model.onnx").opset_import
+    assert [o.version for o in written if o.domain in ("", "ai.onnx")] == [18]
+    assert report["opset"] == 18 and "opset 18" in format_report(report)
+    assert json.loads((tmp_path / "export.json").read_text())["opset"] == 18

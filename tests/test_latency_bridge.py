@@ -50,7 +50,7 @@ def test_expected_cost_of_a_one_hot_supernet_equals_the_table_sum_of_its_arch():
         for a in net.arch_parameters():
             a.zero_()[torch.randint(len(a), (1,), generator=gen)] = 50.0
     arch = net.derive()
-    predicted = sum(table.entries[k].median_ms for k in arch_keys(arch))
+    predicted = sum(table.entries[k].ms for k in arch_keys(arch))
     assert net.expected_cost().item() == pytest.approx(predicted, rel=1e-5)
     assert arch_analysis(arch, table).total() == pytest.approx(predicted)
 
@@ -64,7 +64,7 @@ def test_calibration_is_folded_into_the_costs():
     net = SuperNet(space)
     net.set_costs(per_layer, fixed)
     net.set_paths(net.arch_indices(arch))
-    want = 1.5 * sum(table.entries[k].median_ms for k in arch_keys(arch)) + 0.25
+    want = 1.5 * sum(table.entries[k].ms for k in arch_keys(arch)) + 0.25
     assert net.sampled_cost().item() == pytest.approx(want, rel=1e-5)
     # export and the search summary predict through the same calibration by default
     assert arch_analysis(arch, table).total() == pytest.approx(want)

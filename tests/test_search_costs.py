@@ -14,13 +14,13 @@ from proxyless.plan import fixed_parts
 from proxyless.space import get_space
 
 
-def _table(path: Path, device: str = "test-cpu", drop: str | None = None) -> Path:
-    """A table for the tiny space where each key costs (its index + 1) / 10 ms."""
+def _table(path: Path, device: str = "test-cpu", drop: str | None = None, ms: float = 0.1) -> Path:
+    """A table for the tiny space where each key costs (its index + 1) · `ms` ms."""
     space = get_space("tiny")
     t = LatencyTable(TableHeader(device, "torch-cpu", 1, "float32", profile_command="make-it"))
     for i, key in enumerate(bridge.space_keys(space)):
         if str(key) != drop:
-            t.add(str(key), Entry((i + 1) / 10, 0.0, 0.0, 5))
+            t.add(str(key), Entry((i + 1) * ms, 0.0, 0.0, 5))
     t.save(path)
     return path
 
@@ -51,9 +51,7 @@ def test_lut_costs_match_table(tmp_path: Path) -> None:
     path = _table(tmp_path / "t.json")
     costs = layer_costs(get_space("tiny"), HardwareConfig(kind="lut", table=str(path)))
     table = LatencyTable.load(path)
-    fixed = sum(
-        table.entries[str(p.key)].median_ms for p in fixed_parts(get_space("tiny")).values()
-    )
+    fixed = sum(table.entries[str(p.key)].ms for p in fixed_parts(get_space("tiny")).values())
     assert costs.fixed == pytest.approx(fixed)
     us = layer_costs(get_space("tiny"), HardwareConfig(kind="lut", table=str(path), unit="us"))
     assert us.max_cost() == pytest.approx(1000 * costs.max_cost())
@@ -65,7 +63,9 @@ def test_lut_missing_key_names_key_and_command(tmp_path: Path) -> None:
     path = _table(tmp_path / "t.json", drop=missing)
     with pytest.raises(CostError, match=missing) as err:
         layer_costs(space, HardwareConfig(kind="lut", table=str(path)))
-    assert "make-it" in str(err.value)
+    # the command that adds it to this table, not the one that built the table
+    want = f"proxyless-profile space=tiny backend=torch-cpu threads=1 batch=1 out={path}"
+    assert want in str(err.value) and "make-it" not in str(err.value)
 
 
 def test_lut_from_another_device_is_refused(tmp_path: Path) -> None:
@@ -120,3 +120,94 @@ def test_profile_measures_once_into_the_cache(tmp_path: Path) -> None:
     again = layer_costs(get_space("tiny"), cfg)
     assert cached.stat().st_mtime_ns == stamp  # nothing re-measured, nothing re-written
     assert again.per_layer == costs.per_layer and costs.unit == "us" and costs.min_cost() > 0
+
+
+def _calibrate(path: Path, a: float, b: float, fit_on: int = 2) -> Path:
+    table = LatencyTable.load(path)
+    table.header.calibration = {"kind": "linear", "a": a, "b": b, "fit_on": ["n"] * fit_on}
+    table.save(path)
+    return path
+
+
+def test_calibrated_table_that_makes_costs_non_positive_is_refused(tmp_path: Path) -> None:
+    """Issue 13: a fit from 2 networks (a=14.39, b=-2.985 ms) made the space's cheapest arch
+    cost < 0 and the search then failed on a target nobody set."""
+    path = _calibrate(_table(tmp_path / "t.json", ms=0.003), 14.39, -2.985)
+    space = get_space("tiny")
+    raw = layer_costs(space, HardwareConfig(kind="lut", table=str(path), calibrated=False))
+    assert 14.39 * raw.min_cost() - 2.985 <= 0 < raw.min_cost()  # the issue's situation
+    cfg = HardwareConfig(kind="lut", table=str(path), unit="ms", target_frac=0.0)
+    with pytest.raises(CostError) as err:
+        Hardware.resolve(space, cfg, ObjectiveConfig(kind="add_abs"))
+    msg = str(err.value)
+    assert "calibration" in msg and "14.39·sum -2.985 ms" in msg and str(path) in msg
+    assert "hardware.calibrated=false" in msg and '"calibration" to null' in msg
+    assert raw.calibration is None
+
+
+def test_calibrated_costs_say_so(tmp_path: Path) -> None:
+    path = _calibrate(_table(tmp_path / "t.json"), 1.5, 0.25, fit_on=10)
+    space = get_space("tiny")
+    raw = layer_costs(space, HardwareConfig(kind="lut", table=str(path), calibrated=False))
+    hw = Hardware.resolve(
+        space,
+        HardwareConfig(kind="lut", table=str(path), unit="us", target_frac=0.5),
+        ObjectiveConfig(kind="add_abs"),
+    )
+    assert hw.costs.calibration == {"a": 1.5, "b_ms": 0.25, "fit_on": 10, "date": None}
+    assert hw.costs.min_cost() == pytest.approx(1000 * (1.5 * raw.min_cost() + 0.25))
+    assert hw.target > 0 and "applied: a·sum + b with a=1.5, b=0.25 ms" in hw.describe()
+    back = Hardware.resolve(space, HardwareConfig(), ObjectiveConfig(), saved=hw.to_dict())
+    assert back.costs.calibration == hw.costs.calibration  # kept across a resume
+
+
+def test_missing_keys_hint_measures_exactly_them_into_the_users_table(tmp_path: Path) -> None:
+    """Issue 13: a table lacking keys of the search's space named the command that built it
+    (`proxyless-profile space=cifar … out=tables/cifar_cpu.json`: 0 keys measured) or the
+    profile cache file, not the user's table. The printed command, run as printed, must add
+    exactly the missing keys to the user's table, so the search then finds every key."""
+    import shlex
+
+    from hydra import compose, initialize_config_dir
+
+    from latency.backends import get_backend
+    from latency.protocol import Protocol
+    from proxyless.cli import profile as profile_cli
+
+    # the space a search builds from a 7-class grayscale 16x16 dataset
+    space = get_space("tiny", input_size=16, in_channels=1, num_classes=7)
+    keys = [str(k) for k in bridge.space_keys(space)]
+    fast = Protocol(warmup=1, rounds=2, repeats=2, window_ms=0.5)
+    header = TableHeader(
+        **get_backend("torch-cpu").header_fields(),
+        batch=1,
+        dtype="float32",
+        protocol=fast.to_dict(),
+        profile_command="proxyless-profile space=cifar backend=torch-cpu out=tables/cifar_cpu.json",
+    )
+    table = LatencyTable(header)
+    for i, key in enumerate(keys[3:]):
+        table.add(key, Entry(0.01 * (i + 1), 0.0, 0.0, 1))
+    path = tmp_path / "mine.json"
+    table.save(path)
+
+    cfg = HardwareConfig(kind="lut", table=str(path), unit="us", target_frac=0.5)
+    with pytest.raises(CostError) as err:
+        layer_costs(space, cfg)
+    msg = str(err.value)
+    assert all(k in msg for k in keys[:3]) and "cifar" not in msg
+    command = msg.split("measure them with: ")[1].split("  (resumable")[0]
+    argv = shlex.split(command)
+    assert argv[0] == "proxyless-profile" and f"out={path}" in argv
+    assert {"space=tiny", "resolution=16", "num_classes=7", "backend=torch-cpu"} <= set(argv)
+
+    with initialize_config_dir(config_dir=profile_cli.config_dir(), version_base="1.3"):
+        profile_cfg = compose("profile", overrides=argv[1:])
+    done = profile_cli.run(profile_cfg, command)
+    assert done["measured"] == 3 and done["table"] == str(path)
+
+    after = LatencyTable.load(path)
+    assert len(after) == len(keys) and not after.missing(keys)
+    assert all(after.entries[k] == table.entries[k] for k in keys[3:])  # others untouched
+    costs = layer_costs(space, cfg)  # the search now finds every key
+    assert costs.min_cost() > 0

@@ -6,11 +6,13 @@ Samples `n_archs` architectures, predicts each with the table (sum of its keys),
 each whole network on the table's backend with the table's protocol (twice, for the noise
 floor), fits `measured ≈ a·sum + b` on a `calibrate` fraction and scores it on the others.
 Writes validation.json + validation.png into the run directory, saves the calibration into
-the table header (atomically) and prints the figures.
+the table header (atomically) if it was fitted on enough networks (`MIN_FIT_NETWORKS`) and
+beats the raw sum on the others (else says why not), and prints the figures.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -64,23 +66,12 @@ def load_table(cfg: DictConfig) -> tuple[Any, Any]:
     return table, backend
 
 
-def remeasure_command(cfg: DictConfig, table: Any) -> str:
-    """The table's own profile command if it profiles this space, else one that does."""
-    h, wanted = table.header, space_option_cmd(cfg).split()
-    if h.profile_command and all(w in h.profile_command.split() for w in wanted):
-        return h.profile_command
-    return (
-        f"proxyless-profile {' '.join(wanted)} backend={h.backend} threads={h.threads} "
-        f"batch={h.batch} out={cfg.table}"
-    )
-
-
 def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, Any]:
     """The whole app on a composed config; returns the summary (also written to out_dir)."""
     from latency.atomic import atomic_write_json
     from latency.table import LatencyTable
     from latency.validate import validate
-    from proxyless.latency_bridge import arch_network, sample_archs
+    from proxyless.latency_bridge import arch_network, profile_command, sample_archs
 
     if not 0.0 <= float(cfg.calibrate) < 1.0:
         raise CLIError(f"calibrate must be a fraction in [0, 1), got {cfg.calibrate}")
@@ -92,12 +83,17 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
     archs = sample_archs(space, int(cfg.n_archs), seed=int(cfg.seed))
     nets = [arch_network(a, f"arch{i:04d}", table.header.batch) for i, a in enumerate(archs)]
     if missing := table.missing(k for n in nets for k in n.keys):
-        raise MissingKeyError(missing, remeasure_command(cfg, table))
+        h = table.header  # the command adds the space's missing keys to the user's table
+        raise MissingKeyError(
+            missing, profile_command(space, cfg.table, h.backend, h.threads, h.batch)
+        )
     print(
         f"{PROG}: {len(nets)} {cfg.space.name} networks (batch {table.header.batch}) on "
         f"{backend.name} ({backend.threads} thread(s)) against {cfg.table}",
         flush=True,
     )
+    if note := too_few_to_fit(len(nets), float(cfg.calibrate)):
+        print(f"  note: {note}", flush=True)
     t0 = time.perf_counter()
     summary = validate(
         table,
@@ -125,7 +121,7 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
     }
     atomic_write_json(Path(out_dir) / "validation.json", summary)
     saved = False
-    if cfg.save_calibration and table.header.calibration and "calibrated" in summary:
+    if cfg.save_calibration and summary.get("calibrated", {}).get("accepted"):
         # Re-read so that keys profiled meanwhile are kept; save() is atomic.
         fresh = LatencyTable.load(cfg.table, force=True)
         fresh.header.calibration = {
@@ -136,6 +132,23 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
         saved = True
     report(summary, out_dir, saved)
     return summary
+
+
+def too_few_to_fit(n_archs: int, calibrate: float) -> str | None:
+    """Said before measuring: this split cannot give a fit worth keeping."""
+    from latency.validate import MIN_FIT_NETWORKS, split_for_calibration
+
+    if calibrate <= 0:
+        return None
+    n_fit = len(split_for_calibration([str(i) for i in range(n_archs)], calibrate))
+    if n_fit >= MIN_FIT_NETWORKS:
+        return None
+    need = math.ceil(MIN_FIT_NETWORKS / calibrate)
+    return (
+        f"calibrate={calibrate:g} of n_archs={n_archs} fits on {n_fit} network(s), fewer than "
+        f"{MIN_FIT_NETWORKS}: the fit will be reported but not saved; for one that can be "
+        f"saved use n_archs>={need} (or a larger calibrate)"
+    )
 
 
 def _default_protocol() -> Any:
@@ -164,6 +177,8 @@ def report(summary: dict[str, Any], out_dir: str | Path, saved: bool) -> None:
     print(f"  summary: {out / 'validation.json'}  plot: {out / 'validation.png'}")
     if saved:
         print(f"  calibration saved into {summary['table']}")
+    elif (cal := summary.get("calibrated")) and cal.get("refused"):
+        print(f"  calibration NOT saved into {summary['table']}: {cal['refused']}")
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="validate")

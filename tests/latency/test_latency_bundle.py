@@ -74,7 +74,7 @@ def test_bundle_round_trip(items, tmp_path) -> None:
     assert table.header.device == "test-phone" and table.header.backend == "ort-mobile"
     assert table.header.batch == 1 and table.header.threads == 1
     assert "onnxruntime" in table.header.versions
-    assert all(e.median_ms > 0 and e.n > 0 for e in table.entries.values())
+    assert all(e.ms > 0 and e.n > 0 for e in table.entries.values())
     back = LatencyTable.load(table.save(tmp_path / "t.json"), expect_device="test-phone")
     assert back.entries == table.entries
 
@@ -92,3 +92,17 @@ def test_bundle_checks(items, tmp_path) -> None:
         import_results(bad)
     with pytest.raises(TableError, match="cannot read"):
         import_results(tmp_path / "missing.json")
+
+
+def test_import_reads_results_of_an_older_runner(items, tmp_path) -> None:
+    """A runner copied to a device before the field rename wrote `median_ms`/`p10_ms`/`p90_ms`."""
+    out = tmp_path / "results.json"
+    run_runner(write_bundle(items, tmp_path / "bundle", batch=1).parent, out)
+    data = json.loads(out.read_text())
+    new = import_results(out).entries
+    renames = {"ms": "median_ms", "calls_p10_ms": "p10_ms", "calls_p90_ms": "p90_ms"}
+    data["results"] = {
+        k: {renames.get(f, f): v for f, v in r.items()} for k, r in data["results"].items()
+    }
+    out.write_text(json.dumps(data))
+    assert import_results(out).entries == new

@@ -86,7 +86,7 @@ def test_missing_and_predict() -> None:
 
 def test_merge() -> None:
     merged = make_table(a=1.0, b=2.0).merge(make_table(b=3.0, c=4.0))
-    assert {k: e.median_ms for k, e in merged.entries.items()} == {"a": 1.0, "b": 3.0, "c": 4.0}
+    assert {k: e.ms for k, e in merged.entries.items()} == {"a": 1.0, "b": 3.0, "c": 4.0}
     with pytest.raises(TableError, match="backend"):
         make_table(a=1.0).merge(make_table("ort-cpu", b=1.0))
     with pytest.raises(TableError, match="device"):
@@ -101,3 +101,27 @@ def test_registry_refuses_duplicates_and_names_itself() -> None:
     with pytest.raises(KeyError, match="thing registry"):
         reg.get("b")
     assert set(BACKENDS.names()) == {"torch-cpu", "torch-cuda", "ort-cpu", "ort-cuda"}
+
+
+def test_old_format_table_loads_and_is_saved_with_honest_names(tmp_path) -> None:
+    """Issue 13: `median_ms` held a low quantile of window minima (below the calls' p10);
+    the fields are renamed and a table written before the rename still loads."""
+    old = {
+        "header": {"device": "cpu-x", "backend": "ort-cpu", "batch": 1, "dtype": "float32"},
+        "entries": {
+            "a": {"median_ms": 0.10, "p10_ms": 0.12, "p90_ms": 0.20, "n": 35},
+            "b": {"median_ms": 0.30, "p10_ms": 0.31, "p90_ms": 0.50, "n": 35},
+        },
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    table = LatencyTable.load(path)
+    assert table.entries["a"] == Entry(ms=0.10, calls_p10_ms=0.12, calls_p90_ms=0.20, n=35)
+    assert LatencyAnalysis.of_keys(table, ["a", "b"]).total() == pytest.approx(0.40)
+    table.save(path)
+    saved = json.loads(path.read_text())["entries"]["a"]
+    assert saved == {"ms": 0.10, "calls_p10_ms": 0.12, "calls_p90_ms": 0.20, "n": 35}
+    assert LatencyTable.load(path) == table
+    path.write_text(json.dumps({**old, "entries": {"a": {"median_ms": 0.1, "n": 3}}}))
+    with pytest.raises(TableError, match=r"entry 'a' must have fields \['ms', 'calls_p10_ms'"):
+        LatencyTable.load(path)

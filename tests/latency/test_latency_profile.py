@@ -30,7 +30,7 @@ def test_profile_is_resumable(items, fast, make_conv, tmp_path) -> None:
     table = profile(first, "torch-cpu", protocol=fast, progress=False, profile_command="cmd X")
     assert sorted(table.entries) == sorted(keys[:2]) and all(calls[k] == 1 for k in keys[:2])
     for e in table.entries.values():
-        assert e.median_ms > 0 and e.p10_ms <= e.p90_ms and e.n >= fast.rounds * fast.repeats
+        assert e.ms > 0 and e.calls_p10_ms <= e.calls_p90_ms and e.n >= fast.rounds * fast.repeats
     h = table.header
     assert (h.backend, h.batch, h.dtype, h.threads) == ("torch-cpu", 1, "float32", 1)
     assert h.protocol["rounds"] == 3 and h.profile_command == "cmd X" and "torch" in h.versions
@@ -67,7 +67,7 @@ def test_ort_cpu_backend_and_chunks(items, fast) -> None:
 
 def test_measure_networks(items, fast) -> None:
     got = measure_networks(items, get_backend("torch-cpu"), fast, progress=False)
-    assert set(got) == set(items) and all(e.median_ms > 0 for e in got.values())
+    assert set(got) == set(items) and all(e.ms > 0 for e in got.values())
 
 
 def test_cuda_backends_fail_clearly_without_cuda() -> None:
