@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,17 @@ __all__ = ["Entry", "LatencyTable", "MissingKeyError", "TableError", "TableHeade
 
 @dataclass(frozen=True)
 class Entry:
-    """One op's latency: the protocol's statistic (`median_ms`) and its spread."""
+    """One op's latency: the protocol's statistic (`median_ms`) and its spread.
+
+    The header's `protocol["statistic"]` says which statistic `median_ms` holds (a quantile
+    of window minima when profiled here; the mean in an imported published table, which
+    also keeps its variance `var_ms2`)."""
 
     median_ms: float
     p10_ms: float
     p90_ms: float
     n: int
+    var_ms2: float | None = None  # variance, ms², where the source gives one
 
 
 @dataclass
@@ -80,7 +85,7 @@ class LatencyTable:
     def to_dict(self) -> dict[str, Any]:
         return {
             "header": self.header.to_dict(),
-            "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
+            "entries": {k: _entry_dict(v) for k, v in sorted(self.entries.items())},
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -96,14 +101,15 @@ class LatencyTable:
             )
         header = TableHeader.from_dict(data["header"], source)
         entries: dict[str, Entry] = {}
-        need = [f.name for f in fields(Entry)]
+        need = [f.name for f in fields(Entry) if f.default is MISSING]
+        known = {f.name for f in fields(Entry)}
         for key, value in data["entries"].items():
             if not isinstance(value, dict) or any(n not in value for n in need):
                 raise TableError(
                     f"{source}: entry {key!r} must have fields {need}, got {value!r}; "
                     "delete the entry and re-run the profile command to re-measure it"
                 )
-            entries[key] = Entry(*(value[n] for n in need))
+            entries[key] = Entry(**{n: value[n] for n in known if n in value})
         return cls(header, entries)
 
     @classmethod
@@ -136,3 +142,8 @@ class LatencyTable:
             source=f"latency table {str(path)!r}",
         )
         return table
+
+
+def _entry_dict(entry: Entry) -> dict[str, Any]:
+    """An entry as JSON; optional fields only where set (tables stay as they were)."""
+    return {k: v for k, v in asdict(entry).items() if v is not None}
