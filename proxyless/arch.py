@@ -146,18 +146,18 @@ def resolve_arch(spec: str | Path) -> Arch:
     if text in ARCH_PRESETS:
         return load_net_config(NETS_DIR / f"{text}.config", name=text)
     path = Path(text).expanduser()
+    accepted = (
+        f"pass an arch.json written by a search, a ProxylessNAS net.config, or a preset "
+        f"({', '.join(ARCH_PRESETS)})"
+    )
     if not path.is_file():
-        raise ArchError(
-            f"unknown arch {text!r}: not a preset ({', '.join(ARCH_PRESETS)}) and no such "
-            "file; pass a preset name, an arch.json written by a search, or a ProxylessNAS "
-            "net.config"
-        )
+        looks_like_file = path.suffix or len(path.parts) > 1
+        what = f"arch file {path} does not exist" if looks_like_file else f"unknown arch {text!r}"
+        raise ArchError(f"{what}; {accepted}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArchError(
-            f"arch file {path} is not JSON ({e}); pass an arch.json or a net.config"
-        ) from None
+        raise ArchError(f"arch file {path} is not valid JSON ({e}); {accepted}") from None
     if is_net_config(data):
         return arch_from_net_config(data, path.stem, source=str(path))
     if isinstance(data, dict) and data.get("format") == ARCH_FORMAT:
@@ -166,8 +166,8 @@ def resolve_arch(spec: str | Path) -> Arch:
         except ArchError as e:
             raise ArchError(f"arch file {path}: {e}") from None
     raise ArchError(
-        f"{path} is neither a proxyless arch.json (format {ARCH_FORMAT!r}) nor a ProxylessNAS "
-        f"net.config (first_conv, blocks, ...); presets: {', '.join(ARCH_PRESETS)}"
+        f"{path} is not a proxyless arch.json (format {ARCH_FORMAT!r}) nor a ProxylessNAS "
+        f"net.config (first_conv, blocks, ...); {accepted}"
     )
 
 

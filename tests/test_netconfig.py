@@ -148,15 +148,17 @@ def test_resolve_arch_takes_presets_arch_json_and_net_config(tmp_path: Path) -> 
 
 
 def test_resolve_arch_errors_list_what_it_accepts(tmp_path: Path) -> None:
-    with pytest.raises(ArchError) as e:
-        resolve_arch("proxyless_phone")
-    msg = str(e.value)
-    assert all(p in msg for p in ARCH_PRESETS) and "arch.json" in msg and "net.config" in msg
+    for spec, start in [("proxyless_phone", "unknown arch"), ("runs/x/arch.json", "arch file")]:
+        with pytest.raises(ArchError) as e:
+            resolve_arch(spec)
+        msg = str(e.value)
+        assert msg.startswith(start) and all(p in msg for p in ARCH_PRESETS)
+        assert "arch.json" in msg and "net.config" in msg
     (tmp_path / "other.json").write_text('{"format": "something"}')
-    with pytest.raises(ArchError, match="neither a proxyless arch.json"):
+    with pytest.raises(ArchError, match="not a proxyless arch.json"):
         resolve_arch(str(tmp_path / "other.json"))
     (tmp_path / "bad.config").write_text("not json")
-    with pytest.raises(ArchError, match="not JSON"):
+    with pytest.raises(ArchError, match="not valid JSON"):
         resolve_arch(str(tmp_path / "bad.config"))
 
 
