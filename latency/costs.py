@@ -9,6 +9,7 @@ stand-ins for latency (a network's latency against a table: `latency.predict`).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -56,6 +57,38 @@ def flops(module: nn.Module, example_input: Tensor) -> int:
             return int(fca.total())
     finally:
         module.train(was_training)
+
+
+def conv_linear_macs(module: nn.Module, example_input: Tensor) -> int:
+    """Multiply-adds of the convolutions and linear layers only: the papers' "FLOPs"
+    (ProxylessNAS, MobileNetV2...). fvcore's `flops` also counts BatchNorm, pooling and
+    the like, so it is a little larger. Biases are not counted.
+
+    >>> conv_linear_macs(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(),
+    ...                                nn.Linear(8 * 4 * 4, 10)), torch.zeros(1, 3, 4, 4))
+    4736
+    """
+    total = 0
+
+    def count(mod: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.modules.conv._ConvNd):
+            per_output = mod.in_channels // mod.groups * math.prod(mod.kernel_size)
+            total += out.numel() // out.shape[0] * per_output
+        elif isinstance(mod, nn.Linear):
+            total += out.numel() // out.shape[0] * mod.in_features
+
+    hooks = [m.register_forward_hook(count) for m in module.modules()]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(example_input[:1])
+    finally:
+        module.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total
 
 
 def params(module: nn.Module) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,12 +35,15 @@ class Entry:
       minima. Not a median: it sits below most single calls by design.
     - `calls_p10_ms` / `calls_p90_ms`: the 10th / 90th percentile of all `n` speed-corrected
       single calls, the spread one call shows (so `calls_p10_ms > ms` is normal).
+    - `var_ms2`: the variance, where the source gives one (an imported published table,
+      whose `ms` is then its mean: the header's `protocol["statistic"]` says which).
     """
 
     ms: float
     calls_p10_ms: float
     calls_p90_ms: float
     n: int
+    var_ms2: float | None = None  # variance, ms², where the source gives one
 
     # Field names of tables written before the rename (`ms` was called `median_ms`, though
     # it never was one). Old files keep loading; saving writes the new names.
@@ -53,7 +56,8 @@ class Entry:
     @classmethod
     def from_dict(cls, value: Any, where: str = "entry") -> Entry:
         """An entry from JSON, old field names (`median_ms`, `p10_ms`, `p90_ms`) included."""
-        need = [f.name for f in fields(cls)]
+        need = [f.name for f in fields(cls) if f.default is MISSING]
+        known = {f.name for f in fields(cls)}
         if isinstance(value, dict):
             value = {cls.OLD_NAMES.get(k, k): v for k, v in value.items()}
         if not isinstance(value, dict) or any(n not in value for n in need):
@@ -61,7 +65,7 @@ class Entry:
                 f"{where} must have fields {need}, got {value!r}; "
                 "delete the entry and re-run the profile command to re-measure it"
             )
-        return cls(*(float(value[n]) for n in need[:-1]), int(value["n"]))
+        return cls(**{n: (int if n == "n" else float)(value[n]) for n in known if n in value})
 
 
 @dataclass
@@ -108,7 +112,7 @@ class LatencyTable:
     def to_dict(self) -> dict[str, Any]:
         return {
             "header": self.header.to_dict(),
-            "entries": {k: asdict(v) for k, v in sorted(self.entries.items())},
+            "entries": {k: _entry_dict(v) for k, v in sorted(self.entries.items())},
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -159,3 +163,8 @@ class LatencyTable:
             source=f"latency table {str(path)!r}",
         )
         return table
+
+
+def _entry_dict(entry: Entry) -> dict[str, Any]:
+    """An entry as JSON; optional fields only where set (tables stay as they were)."""
+    return {k: v for k, v in asdict(entry).items() if v is not None}

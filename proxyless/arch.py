@@ -24,6 +24,9 @@ from .space import OpSpec, SearchSpace
 
 ARCH_FORMAT = "proxyless-arch"
 ARCH_VERSION = 1
+# The authors' published networks, shipped as their `net.config` files (proxyless/nets/).
+NETS_DIR = Path(__file__).resolve().parent / "nets"
+ARCH_PRESETS = ("proxyless_cpu", "proxyless_gpu", "proxyless_mobile")
 
 
 class ArchError(ValueError):
@@ -127,6 +130,45 @@ class Arch:
             stages += [[] for _ in range(part.stage + 1 - len(stages))]
             stages[part.stage].append(timm_block(part.key))
         return [s for s in stages if s]
+
+
+def resolve_arch(spec: str | Path) -> Arch:
+    """Whatever a user passes as `arch=`: a preset name (`ARCH_PRESETS`), an arch.json
+    (written by a search or `Arch.save`), or a ProxylessNAS `net.config` (told apart by
+    content, not by file name).
+
+    >>> resolve_arch("proxyless_mobile").space.head_width
+    1280
+    """
+    from .netconfig import arch_from_net_config, is_net_config, load_net_config
+
+    text = str(spec)
+    if text in ARCH_PRESETS:
+        return load_net_config(NETS_DIR / f"{text}.config", name=text)
+    path = Path(text).expanduser()
+    accepted = (
+        f"pass an arch.json written by a search, a ProxylessNAS net.config, or a preset "
+        f"({', '.join(ARCH_PRESETS)})"
+    )
+    if not path.is_file():
+        looks_like_file = path.suffix or len(path.parts) > 1
+        what = f"arch file {path} does not exist" if looks_like_file else f"unknown arch {text!r}"
+        raise ArchError(f"{what}; {accepted}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArchError(f"arch file {path} is not valid JSON ({e}); {accepted}") from None
+    if is_net_config(data):
+        return arch_from_net_config(data, path.stem, source=str(path))
+    if isinstance(data, dict) and data.get("format") == ARCH_FORMAT:
+        try:
+            return Arch.from_dict(data)
+        except ArchError as e:
+            raise ArchError(f"arch file {path}: {e}") from None
+    raise ArchError(
+        f"{path} is not a proxyless arch.json (format {ARCH_FORMAT!r}) nor a ProxylessNAS "
+        f"net.config (first_conv, blocks, ...); {accepted}"
+    )
 
 
 class StandaloneNet(nn.Module):

@@ -28,12 +28,13 @@ from latency.backends import ort_session
 from latency.config_dict import from_dict
 from latency.onnx_export import INPUT_NAME, check_opset, export_onnx, onnx_opset
 
-from .arch import Arch
+from .arch import Arch, resolve_arch
 from .run import TRAIN_KIND, load_checkpoint, run_info, write_json
 
 log = logging.getLogger(__name__)
 
 OUTPUT_NAME = "logits"
+FORMATS = ("onnx", "net_config")
 
 
 class ExportError(RuntimeError):
@@ -43,11 +44,11 @@ class ExportError(RuntimeError):
 @dataclass
 class ExportConfig:
     checkpoint: str | None = None  # a train checkpoint (last.pt / best.pt)
-    arch: str | None = None  # or an arch.json alone: random weights, for latency checks
+    arch: str | None = None  # or an arch alone (arch.json, net.config, preset): random weights
     weights: str = "auto"  # auto (EMA if the run kept one) | model | ema
-    format: str = "onnx"  # the one format there is
+    format: str = "onnx"  # onnx | net_config (the arch alone, for the original ProxylessNAS code)
     out_dir: str | None = None  # None: the checkpoint's folder, or beside the arch file
-    name: str = "model.onnx"
+    name: str | None = None  # None: model.onnx, or net.config
     batch: int = 1
     image_size: int | None = None  # None: the arch's input size
     opset: int = 17
@@ -68,15 +69,27 @@ class ExportConfig:
 
 
 # --- loading ------------------------------------------------------------------------------------
-def load_network(cfg: ExportConfig) -> tuple[Arch, nn.Module, dict[str, Any]]:
-    """(arch, model in eval mode on CPU, where the weights came from)."""
+def _check_source(cfg: ExportConfig) -> None:
     if (cfg.checkpoint is None) == (cfg.arch is None):
         raise ExportError(
-            "give exactly one of checkpoint=<train checkpoint> or arch=<arch.json> "
-            "(the latter exports random weights, for latency checks)"
+            "give exactly one of checkpoint=<train checkpoint> or arch=<arch.json, net.config "
+            "or preset name> (the latter exports random weights, for latency checks)"
         )
+
+
+def load_arch(cfg: ExportConfig) -> Arch:
+    """The arch of `cfg.arch` or of the train checkpoint, without building the network."""
+    _check_source(cfg)
     if cfg.arch is not None:
-        arch = Arch.load(cfg.arch)
+        return resolve_arch(cfg.arch)
+    return Arch.from_dict(load_checkpoint(cfg.checkpoint, kind=TRAIN_KIND)["arch"])  # type: ignore[arg-type]
+
+
+def load_network(cfg: ExportConfig) -> tuple[Arch, nn.Module, dict[str, Any]]:
+    """(arch, model in eval mode on CPU, where the weights came from)."""
+    _check_source(cfg)
+    if cfg.arch is not None:
+        arch = resolve_arch(cfg.arch)
         torch.manual_seed(cfg.seed)
         model = calibrate_bn(arch.build(), arch.space.in_channels, arch.space.input_size)
         return arch, model.eval(), {"weights": "random", "arch": cfg.arch}
@@ -241,18 +254,20 @@ def table_prediction(arch: Arch, table_path: str, force: bool, batch: int) -> di
 # --- the command --------------------------------------------------------------------------------
 def export(cfg: ExportConfig) -> dict[str, Any]:
     """Export, check, time; returns the report also written to `out_dir/export.json`."""
-    if cfg.format != "onnx":
-        raise ExportError(f"format={cfg.format!r} is not supported; use format=onnx")
+    if cfg.format not in FORMATS:
+        raise ExportError(f"format={cfg.format!r} is not supported; use one of {FORMATS}")
     if cfg.batch < 1:
         raise ExportError(f"batch={cfg.batch} must be >= 1")
     try:
         check_opset(cfg.opset)
     except ValueError as e:
         raise ExportError(str(e)) from None
-    arch, model, source = load_network(cfg)
-    anchor = Path(cfg.checkpoint or cfg.arch or ".")  # load_network checked one is set
+    anchor = Path(cfg.checkpoint or cfg.arch or ".")
     out_dir = Path(cfg.out_dir) if cfg.out_dir else anchor.parent
-    onnx_path = out_dir / cfg.name
+    if cfg.format == "net_config":
+        return export_net_config(load_arch(cfg), out_dir / (cfg.name or "net.config"))
+    arch, model, source = load_network(cfg)
+    onnx_path = out_dir / (cfg.name or "model.onnx")
 
     size = cfg.image_size or arch.space.input_size
     shape = (cfg.batch, arch.space.in_channels, size, size)
@@ -273,6 +288,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         table = table_prediction(arch, cfg.table, cfg.force_table, cfg.batch)
         threads = threads or table["threads"]
     latency = measure(model, example, cfg, threads or 1)
+    stats = net_stats(model, example[:1])
 
     report = {
         "onnx": str(onnx_path),
@@ -281,7 +297,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
         "input_shape": list(shape),
         "dynamic_batch": cfg.dynamic_batch,
         "arch": arch.block_strings(),
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": stats["params"],
+        "flops": {k: v for k, v in stats.items() if k != "params"},
         "source": source,
         "parity": parity_result,
         "latency": latency,
@@ -293,8 +310,48 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     return report
 
 
+def net_stats(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+    """Parameters and FLOPs in both conventions found in papers and tools: the papers'
+    conv+linear multiply-adds (ProxylessNAS, MobileNetV2) and fvcore's total, which also
+    counts BatchNorm and pooling (one multiply-add = one flop in both)."""
+    from latency.costs import conv_linear_macs, flops
+
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "conv_linear_macs": conv_linear_macs(model, x),
+        "fvcore_total": flops(model, x),
+    }
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """One line: params, conv+linear MACs (papers' FLOPs), fvcore's total."""
+    return (
+        f"params {stats['params'] / 1e6:.2f}M; FLOPs {stats['conv_linear_macs'] / 1e6:.1f}M "
+        f"(conv+linear multiply-adds, the papers' convention), "
+        f"{stats['fvcore_total'] / 1e6:.1f}M (fvcore total, + BatchNorm and pooling)"
+    )
+
+
+def export_net_config(arch: Arch, path: Path) -> dict[str, Any]:
+    """Write `arch` as the original code's `net.config`; the report says what was written."""
+    from .netconfig import save_net_config
+
+    save_net_config(arch, path)
+    x = torch.zeros(1, arch.space.in_channels, arch.space.input_size, arch.space.input_size)
+    stats = net_stats(arch.build(), x)
+    return {
+        "net_config": str(path),
+        "arch": arch.block_strings(),
+        "params": stats["params"],
+        "flops": {k: v for k, v in stats.items() if k != "params"},
+    }
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A small table: where the ms come from, side by side."""
+    stats = {"params": report["params"], **report["flops"]}
+    if "net_config" in report:
+        return f"{report['net_config']}: {len(report['arch'])} layers; {format_stats(stats)}"
     lat = report["latency"]
     rows = [
         ("onnxruntime", lat["ort"]["provider"], lat["ort"]),
@@ -305,6 +362,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"input {'x'.join(map(str, report['input_shape']))}, {lat['threads']} thread(s))",
         f"parity: max |onnx - torch| = {report['parity']['max_abs_diff']:.2e} "
         f"(tol {report['parity']['tol']:g})",
+        format_stats(stats),
         # ms: the tables' statistic (low quantile of window minima); p10/p90: of single calls
         f"{'runtime':<14}{'where':<24}{'ms':>10}{'call p10':>9}{'call p90':>9}",
     ]

@@ -321,7 +321,7 @@ class _Search:
         sync_buffers(net, self.ctx)
         net.set_paths(paths)
         test = evaluate(net, self.parts.loaders.test, self.ctx)
-        params_m, mflops = derived_stats(arch)
+        params_m, mflops, mmacs = derived_stats(arch)
         metrics = {
             "arch": arch.block_strings(),
             "expected_cost": float(net.expected_cost().detach()),
@@ -333,7 +333,8 @@ class _Search:
             "min_cost": costs.min_cost(),
             "max_cost": costs.max_cost(),
             "params_m": params_m,
-            "mflops": mflops,
+            "mflops": mflops,  # fvcore's total
+            "mmacs_conv_linear": mmacs,  # the papers' FLOPs
             "test_acc": test["top1"] / 100,
             "steps": self.progress.global_step,
             "epochs": self.progress.epoch,

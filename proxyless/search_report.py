@@ -88,7 +88,12 @@ def summary_table(metrics: dict[str, Any]) -> str:
         ("target", f"{num(metrics['target'])} {unit}"),
         ("cost range of space", f"{num(metrics['min_cost'])} … {num(metrics['max_cost'])} {unit}"),
         ("params (derived)", f"{num(metrics['params_m'], '.4f')} M"),
-        ("FLOPs (derived)", f"{num(metrics['mflops'], '.3f')} M (fvcore, MAC = 1)"),
+        (
+            "FLOPs (derived)",
+            f"{num(metrics['mflops'], '.3f')} M (fvcore total, MAC = 1, + BatchNorm and "
+            f"pooling); {num(metrics.get('mmacs_conv_linear'), '.3f')} M conv+linear "
+            "multiply-adds (the papers' convention)",
+        ),
         ("test acc (supernet, derived path)", num(metrics["test_acc"], ".4f")),
         ("steps / epochs", f"{metrics['steps']} / {metrics['epochs']}"),
         ("cost source", metrics["cost_source"]),
@@ -101,13 +106,15 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return f"{line}\n{body}\n{line}"
 
 
-def derived_stats(arch: Arch) -> tuple[float, float]:
-    from latency.costs import flops, params
+def derived_stats(arch: Arch) -> tuple[float, float, float]:
+    """Params (M), fvcore's FLOPs (M; counts BatchNorm and pooling too) and the papers'
+    conv+linear multiply-adds (M) of the derived network."""
+    from latency.costs import conv_linear_macs, flops, params
 
     model = arch.build().eval()
     s = arch.space
     x = torch.zeros(1, s.in_channels, s.input_size, s.input_size)
-    return params(model) / 1e6, flops(model, x) / 1e6
+    return params(model) / 1e6, flops(model, x) / 1e6, conv_linear_macs(model, x) / 1e6
 
 
 def epoch_stats(

@@ -30,7 +30,7 @@ from torch import nn
 
 from latency.config_dict import ConfigError, from_dict
 
-from .arch import Arch
+from .arch import Arch, resolve_arch
 from .data import DataConfig, build_datasets, build_loaders
 from .distributed import (
     DistContext,
@@ -100,7 +100,7 @@ class InitConfig:
 
 @dataclass
 class TrainConfig:
-    arch: str = ""
+    arch: str = ""  # arch.json, net.config or preset name (`resolve_arch`)
     out_dir: str = "runs/train"
     data: DataConfig = field(default_factory=DataConfig)
     optim: TrainOptimConfig = field(default_factory=TrainOptimConfig)
@@ -188,7 +188,7 @@ def train(cfg: TrainConfig, ctx: DistContext | None = None) -> dict[str, Any]:
     in DDP, each rank trains on its shard (`data.batch_size` is per rank), and rank 0 alone
     logs and writes files. Every rank loads `last.pt` on resume."""
     ctx = ctx or init_distributed(cfg.device)  # joins a torchrun job, else one process
-    arch = Arch.load(cfg.arch)
+    arch = resolve_arch(cfg.arch)
     run = RunDir.open(cfg.out_dir, "last.pt", cfg.resume, ctx, TrainError, "out_dir")
     state = _load_resume_state(run.checkpoint, arch, cfg.arch) if run.resuming else None
     seed_all(cfg.seed)

@@ -52,6 +52,7 @@ def test_fast_search_writes_its_outputs(tmp_path: Path) -> None:
     m = result.metrics
     assert m["steps"] == 12 and m["epochs"] == 3
     assert 0.0 <= m["test_acc"] <= 1.0 and m["params_m"] > 0 and m["mflops"] > 0
+    assert 0 < m["mmacs_conv_linear"] < m["mflops"]  # fvcore also counts BN and pooling
     assert m["min_cost"] <= m["derived_cost"] <= m["max_cost"]
     arch = Arch.load(tmp_path / "arch.json")
     assert arch.block_strings() == m["arch"] and arch.probs is not None

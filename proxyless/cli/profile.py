@@ -3,6 +3,10 @@
     proxyless-profile space=imagenet backend=ort-cpu out=tables/imagenet_ort-cpu.json
     proxyless-profile mode=bundle space=imagenet out=bundle/          # for a phone / board
     proxyless-profile mode=import space=imagenet results=results.json out=tables/phone.json
+    proxyless-profile mode=import space=imagenet results=mobile_trim.yaml out=tables/pixel1.json
+
+The last line imports the ProxylessNAS paper's own mobile table (Pixel 1, TFLite): a
+`.yaml`/`.yml` results file is read as that table (`proxyless.paper_table`).
 
 Profiling is resumable: re-running the same command measures only the keys still missing.
 The exact command line goes into the table header, so a missing-key error names it. The
@@ -191,21 +195,31 @@ def _import(cfg: DictConfig, command: str) -> dict[str, Any]:
     from latency.bundle import import_results
     from latency.table import LatencyTable
     from proxyless.latency_bridge import space_keys
+    from proxyless.paper_table import import_paper_table
 
     if not cfg.results:
-        raise CLIError("mode=import needs results=<results.json> (written by latency_runner.py)")
+        raise CLIError(
+            "mode=import needs results=<results.json> (written by latency_runner.py) or "
+            "results=<mobile_trim.yaml> (the ProxylessNAS paper's table)"
+        )
     space = make_space(cfg)
-    remeasure = (
-        f"{PROG} mode=bundle {space_option_cmd(cfg)} batch={cfg.batch} out=<bundle>, then "
-        f"python latency_runner.py <bundle> --out results.json --threads 1 on the device, then "
-        f"{command}"
-    )
-    fields: dict[str, Any] = {"profile_command": remeasure}
-    if cfg.device:
-        fields["device"] = str(cfg.device)
-    table = import_results(cfg.results, fields)
+    if Path(cfg.results).suffix in (".yaml", ".yml"):  # the paper's table, not a bundle's
+        table = import_paper_table(cfg.results, **({"device": cfg.device} if cfg.device else {}))
+    else:
+        remeasure = (
+            f"{PROG} mode=bundle {space_option_cmd(cfg)} batch={cfg.batch} out=<bundle>, then "
+            f"python latency_runner.py <bundle> --out results.json --threads 1 on the device, "
+            f"then {command}"
+        )
+        fields: dict[str, Any] = {"profile_command": remeasure}
+        if cfg.device:
+            fields["device"] = str(cfg.device)
+        table = import_results(cfg.results, fields)
     known = {str(k) for k in space_keys(space)}
-    if (foreign := [k for k in table.entries if k not in known]) and not cfg.force:
+    foreign = [k for k in table.entries if k not in known]
+    # Extra keys beside a covered space are harmless (the paper's table times first blocks
+    # the space does not have); beside missing ones they mean the wrong space was given.
+    if foreign and not cfg.force and table.missing(known):
         raise CLIError(
             f"{cfg.results} holds {len(foreign)} key(s) that the {cfg.space.name} space "
             f"(input {space.input_size}) does not have, e.g. {foreign[0]!r}; pass the space "
@@ -219,8 +233,9 @@ def _import(cfg: DictConfig, command: str) -> dict[str, Any]:
     print(
         f"{PROG}: imported {len(table)} key(s) measured on {table.header.device!r} -> {out}"
         + (f" ({missing} key(s) of the space still missing)" if missing else "")
+        + (f" ({len(foreign)} key(s) outside the space kept)" if foreign else "")
     )
-    return {"table": str(out), "keys": len(table), "missing": missing}
+    return {"table": str(out), "keys": len(table), "missing": missing, "foreign": len(foreign)}
 
 
 MODES = {"profile": _profile, "bundle": _bundle, "import": _import}

@@ -1,4 +1,5 @@
-"""`proxyless-train arch=<arch.json> data=<name> ...`: a thin Hydra layer over `train()`."""
+"""`proxyless-train arch=<arch.json | net.config | preset> data=<name> ...`: a thin Hydra layer
+over `train()` (presets: the published nets, e.g. `arch=proxyless_gpu`)."""
 
 from __future__ import annotations
 
