@@ -73,6 +73,7 @@ class CheckpointConfig:
 @dataclass
 class LogConfig:
     progress: bool | None = None  # None: only when stderr is a terminal
+    progress_every_s: float | None = 30.0  # without bars: a progress line this often; None: off
     tensorboard: bool = True
     every_steps: int = 10
     heatmap: bool = True
@@ -104,7 +105,7 @@ class SearchConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch CPU threads; None: torch's default
+    threads: int | None = None  # torch CPU threads; None: the free cores (free_cores())
     run_dir: str = "runs/search"
     resume: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms (GPU reproducibility)
@@ -120,6 +121,8 @@ class SearchConfig:
             raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: use fp32, bf16 or fp16")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads={self.threads} must be >= 1 (or null: the free cores)")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
 
