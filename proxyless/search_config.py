@@ -136,7 +136,7 @@ class SearchConfig:
 
 # Keys that may change between a run and its resume (they change no result).
 RESUMABLE_CHANGES = ("resume", "run_dir", "device", "threads", "log", "debug", "checkpoint")
-_DATA_RESUMABLE = ("num_workers", "pin_memory", "root", "download")
+_DATA_RESUMABLE = ("num_workers", "pin_memory", "root", "download", "check_md5", "check_images")
 
 
 def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
