@@ -7,6 +7,7 @@ split and attaches transforms, so the same logic serves every dataset.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from .transforms import (
     imagenet_transforms,
     tensor_transforms,
 )
+
+log = logging.getLogger(__name__)
 
 
 class TensorImages(Dataset):
@@ -176,6 +179,8 @@ def check_images(paths: list[str]) -> None:
     an image stops the run before the first epoch, named, instead of mid-way through."""
     from PIL import Image
 
+    if len(paths) > 10_000:
+        log.info("checking %d image headers (data.check_images=false skips this)", len(paths))
     for path in paths:
         try:
             with Image.open(path) as im:
