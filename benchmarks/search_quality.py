@@ -198,6 +198,7 @@ def train_job(
             f"optim.lr={s.budget.lr}",
             f"optim.lr_warmup_epochs={s.budget.lr_warmup_epochs}",
             f"seed={seed}",
+            f"threads={s.threads}",  # not in the cache key: it does not change the result
             "tensorboard=false",
             "resume=true",
             *([f"++data.train_subset={s.budget.train_subset}"] if s.budget.train_subset else []),

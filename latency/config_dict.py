@@ -11,6 +11,10 @@ Cfg(lr=1.0)
 Traceback (most recent call last):
 ...
 latency.config_dict.ConfigError: unknown config key(s) lr_; known: lr
+>>> from_dict(Cfg, {"lr": "abc"})
+Traceback (most recent call last):
+...
+latency.config_dict.ConfigError: lr='abc': expected a number
 """
 
 from __future__ import annotations
@@ -60,9 +64,46 @@ def _join(path: str, name: str) -> str:
 def _convert(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, {} if value is None else value, path)  # type: ignore[arg-type]
+    _check_type(hint, value, path)
     if typing.get_origin(hint) is tuple and isinstance(value, list):
         return tuple(value)
     floaty = hint is float or (isinstance(hint, types.UnionType) and float in hint.__args__)
     if floaty and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _fits(kind: Any, value: Any) -> bool:
+    if kind is Any or kind is object:
+        return True
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(kind)
+    if origin in (tuple, list):
+        return isinstance(value, list | tuple)
+    if origin is dict or kind is dict:
+        return isinstance(value, Mapping)
+    return True  # a type this checker does not know: let the dataclass judge
+
+
+def _check_type(hint: Any, value: Any, path: str) -> None:
+    """A scalar of the wrong type (`epochs='abc'`) fails here, naming its key and what it
+    takes, instead of deep inside the run with a message that names neither."""
+    kinds = hint.__args__ if isinstance(hint, types.UnionType) else (hint,)
+    if any(_fits(k, value) for k in kinds):
+        return
+    names = [_KINDS.get(k, getattr(k, "__name__", str(k))) for k in kinds if k is not type(None)]
+    if type(None) in kinds:
+        names.append("null")
+    raise ConfigError(f"{path}={value!r}: expected {' or '.join(names)}")

@@ -140,9 +140,11 @@ class LatencyTable:
         expect_backend: str | None = None,
         expect_device: str | None = None,
         force: bool = False,
+        fix: str | None = None,
     ) -> LatencyTable:
         """Load a table; refuse one from another backend/device unless `force`
-        (`TableHeader.require` checks any other field)."""
+        (`TableHeader.require` checks any other field). `fix`: what the refusal tells the
+        user to do, in the caller's terms (e.g. the CLI option that forces)."""
         path = Path(path)
         if not path.is_file():
             raise TableError(
@@ -161,6 +163,7 @@ class LatencyTable:
             {"backend": expect_backend, "device": expect_device},
             force,
             source=f"latency table {str(path)!r}",
+            **({"fix": fix} if fix else {}),
         )
         return table
 

@@ -268,12 +268,19 @@ def _table_costs(
     return costs
 
 
+FORCE_HINT = "profile a table with that setup, or pass hardware.force=true to use this one anyway"
+
+
 def load_table(cfg: HardwareConfig) -> LatencyTable:
     if not cfg.table:
         raise CostError("hardware=lut needs hardware.table=<path to a latency table JSON>")
     try:
         return LatencyTable.load(
-            Path(cfg.table).expanduser(), cfg.backend, cfg.device, force=cfg.force
+            Path(cfg.table).expanduser(),
+            cfg.backend,
+            cfg.device,
+            force=cfg.force,
+            fix=FORCE_HINT,
         )
     except TableError as e:
         raise CostError(str(e)) from e

@@ -63,6 +63,11 @@ def _need_cost(kind: str, cost: torch.Tensor | None) -> torch.Tensor:
     return cost
 
 
+def _num(x: float | None) -> str:
+    """A cost or target as a person reads it: 1562.368117184816 -> 1562.37."""
+    return "none" if x is None else f"{x:.6g}"
+
+
 def check_target(
     kind: str,
     target: float | None,
@@ -72,14 +77,17 @@ def check_target(
     """The one check of a target: what `kind` needs of it and, given the space's cost range,
     that it can be met (refused below the cheapest arch, a warning at or above the dearest)."""
     if kind in ("mul_log", "add_linear", "add_abs") and (target is None or target <= 0):
-        raise ObjectiveError(f"objective {kind!r} needs a positive hardware.target, got {target}")
+        raise ObjectiveError(
+            f"objective {kind!r} needs a positive hardware.target, got {_num(target)}"
+        )
     if target is None:
         return
     if target <= 0:
-        raise ObjectiveError(f"hardware.target must be positive, got {target}")
+        raise ObjectiveError(f"hardware.target must be positive, got {_num(target)}")
     if kind == "mul_log" and target <= 1.0:
         raise ObjectiveError(
-            f"objective 'mul_log' needs hardware.target > 1 in the cost's unit (got {target}): "
+            "objective 'mul_log' needs hardware.target > 1 in the cost's unit "
+            f"(got {_num(target)}): "
             "log(E)/log(T) changes sign at 1; express the cost in a smaller unit or use "
             "objective=add_linear"
         )
@@ -94,7 +102,10 @@ def check_target(
         )
     if target >= highest:
         log.warning(
-            "target %g ≥ the most expensive arch (%.4g %s): it does not bind", target, highest, unit
+            "target %.4g ≥ the most expensive arch (%.4g %s): it does not bind",
+            target,
+            highest,
+            unit,
         )
 
 

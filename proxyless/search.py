@@ -11,6 +11,7 @@ run machinery shared with training in `proxyless.run`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sys
 import time
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
-from latency.threads import torch_threads
+from latency.threads import resolve_threads, torch_threads
 
 from . import search_state as ckpt
 from .arch import Arch
@@ -81,17 +83,56 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
     ctx = ctx or init_distributed(cfg.device)  # joins a torchrun job, else one process
     hint = "run directory (hydra.run.dir=...)"
     run = RunDir.open(cfg.run_dir, "checkpoints/last.pt", cfg.resume, ctx, SearchError, hint)
+    if (summary := finished_summary(cfg)) is not None:  # nothing to do: its files stay as they are
+        log.info("%s holds a finished search (summary.json): nothing to do", run.path)
+        return _finished_result(summary, run)
     state = ckpt.load(run.checkpoint) if run.resuming else None
     if state is not None:
         ckpt.check_same_run(state["config"], cfg.to_dict(), run.checkpoint)
     if ctx.is_main:
         write_run_files(run.path, cfg.to_dict(), run.resuming)
-    with torch_threads(cfg.threads), deterministic(cfg.deterministic):
+    with torch_threads(resolve_threads(cfg.threads)) as threads, deterministic(cfg.deterministic):
+        log.debug("torch threads: %d", threads)
         torch.manual_seed(cfg.seed)
         parts = build_parts(cfg, ctx, state["costs"] if state is not None else None)
         loop = _Search(cfg, ctx, parts, run, state)
         loop.run()
         return loop.result(t0)
+
+
+def finished_summary(cfg: SearchConfig) -> dict[str, Any] | None:
+    """The summary.json of the finished run that `cfg` (with resume) would continue, else None.
+
+    Cheap (reads summary.json and config.yaml, not the checkpoint), so the CLI asks before
+    Hydra writes anything into the run directory. A run is finished when its summary.json
+    counts all the epochs of the config and its config.yaml has the same result-relevant
+    settings; a changed config is left to the resume check, which names the differences."""
+    run_dir = Path(cfg.run_dir)
+    paths = [run_dir / n for n in ("summary.json", "config.yaml", "checkpoints/last.pt")]
+    if not cfg.resume or not all(p.is_file() for p in paths):
+        return None
+    try:
+        summary = json.loads(paths[0].read_text())
+        saved = yaml.safe_load(paths[1].read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    total = cfg.schedule.warmup_epochs + cfg.schedule.epochs
+    if not isinstance(summary, dict) or summary.get("epochs") != total:
+        return None
+    if ckpt.config_diffs(saved, cfg.to_dict()):
+        return None
+    return summary
+
+
+def _finished_result(summary: dict[str, Any], run: RunDir) -> SearchResult:
+    """The finished run's result, read back (nothing is measured, evaluated or written)."""
+    arch = Arch.load(run.path / "arch.json")
+    state = ckpt.load(run.checkpoint)
+    net = SuperNet(arch.space)
+    net.load_state_dict(state["net"])
+    costs = state["costs"]
+    net.set_costs(costs["per_layer"], costs["fixed"])
+    return SearchResult(summary, arch, net, run.path)
 
 
 class _Search:
@@ -114,6 +155,7 @@ class _Search:
         if self.precision.name == "fp16":
             log.warning("precision=fp16 has no loss scaling in the search; prefer bf16")
         self.history: dict[str, Any] = {"epochs": []}
+        self.heldout_sums: list[float] = [0.0, 0]  # this epoch's arch steps: acc sum, count
         self.progress = ckpt.Progress()
         if state is not None:
             self._restore(state)
@@ -122,6 +164,7 @@ class _Search:
         self.reporter = Reporter(run.path, cfg.log.tensorboard and self.main, purge)
         show = cfg.log.progress if cfg.log.progress is not None else sys.stderr.isatty()
         self.show = show and self.main
+        self.last_line = time.monotonic()  # without bars: when the last progress line went out
 
     def _restore(self, state: dict[str, Any]) -> None:
         p = self.parts
@@ -137,7 +180,10 @@ class _Search:
         if self.main:
             g = self.progress
             log.info(
-                "resumed %s: step %d, epoch %d", self.rundir.checkpoint, g.global_step, g.epoch
+                "resumed %s after %d epoch(s), at step %d",
+                self.rundir.checkpoint,
+                g.epoch,
+                g.global_step,
             )
 
     def checkpoint(self) -> None:
@@ -180,9 +226,11 @@ class _Search:
             for epoch in bar:
                 stats = self.epoch(epoch)
                 bar.set_postfix(cost=f"{stats['expected_cost']:.4g}")
+        except BaseException:
+            self.reporter.close()  # `result()` closes it after a run that ends normally
+            raise
         finally:
             bar.close()
-            self.reporter.close()
 
     def epoch(self, epoch: int) -> dict[str, Any]:
         """One epoch of weight steps (and arch steps after warmup); returns its stats."""
@@ -191,9 +239,9 @@ class _Search:
         sampler = self.parts.loaders.train.sampler
         sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         sampler.start = g.step_in_epoch * cfg.data.batch_size  # type: ignore[attr-defined]
-        sums = {"loss": 0.0, "acc": 0.0, "n": 0}
+        sums = {"loss": 0.0, "acc": 0.0, "n": 0, "heldout_acc": 0.0, "heldout_n": 0}
         per_epoch = self.parts.per_epoch
-        desc = f"{'warmup' if warm else 'search'} {epoch}"
+        desc = f"{'warmup' if warm else 'search'} {epoch + 1}"
         bar = tqdm(total=per_epoch, initial=g.step_in_epoch, desc=desc, disable=not self.show)
         for x, y in self.parts.loaders.train:
             if g.step_in_epoch >= per_epoch:
@@ -206,8 +254,31 @@ class _Search:
             )
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
+            self.progress_line(epoch, warm, loss)
         bar.close()
         return self.end_epoch(epoch, warm, sums)
+
+    def progress_line(self, epoch: int, warm: bool, loss: float) -> None:
+        """Without progress bars (no terminal: a log file, a batch job), one line every
+        `log.progress_every_s` seconds, so a long run shows it is alive and how far it is."""
+        every = self.cfg.log.progress_every_s
+        if self.show or not self.main or every is None:
+            return
+        now = time.monotonic()
+        if now - self.last_line < every:
+            return
+        self.last_line = now
+        g = self.progress
+        log.info(
+            "progress: epoch %d/%d (%s) step %d/%d, global step %d, loss %.4f",
+            epoch + 1,
+            self.parts.total_epochs,
+            "warmup" if warm else "search",
+            g.step_in_epoch,
+            self.parts.per_epoch,
+            g.global_step,
+            loss,
+        )
 
     def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, warm: bool) -> tuple[float, float]:
         """One weight step, and an arch step every `arch_every` batches after warmup."""
@@ -233,12 +304,13 @@ class _Search:
                 cfg.optim.label_smoothing,
                 resample=not largest,
             )
-        check_finite(
-            float(loss), "weight-step", step, epoch, self.rundir.checkpoint, NAN_HINT, SearchError
-        )
+        ckpt_path = self.rundir.checkpoint
+        check_finite(float(loss), "weight-step", step, epoch + 1, ckpt_path, NAN_HINT, SearchError)
         scalars = {}
         if not warm and (g.step_in_epoch + 1) % cfg.schedule.arch_every == 0:
             scalars = self.arch(gen, step, epoch)
+            self.heldout_sums[0] += scalars["heldout/acc"]
+            self.heldout_sums[1] += 1
         g.global_step, g.step_in_epoch = step, g.step_in_epoch + 1
         acc = float((logits.argmax(1) == y).float().mean())
         if step % cfg.log.every_steps == 0 or scalars:
@@ -258,17 +330,31 @@ class _Search:
         dev = self.ctx.device
         hx, hy = next(self.parts.heldout)  # type: ignore[call-overload]
         hx, hy = hx.to(dev, non_blocking=True), hy.to(dev, non_blocking=True)
+        batch: dict[str, float] = {}
         with self.precision.autocast():
             task, loss = arch_step(
-                self.net, self.parts.estimator, hx, hy, self.arch_opt, gen, self.hw.objective
+                self.net,
+                self.parts.estimator,
+                hx,
+                hy,
+                self.arch_opt,
+                gen,
+                self.hw.objective,
+                stats=batch,
             )
         check_finite(
-            float(loss), "arch-step", step, epoch, self.rundir.checkpoint, NAN_HINT, SearchError
+            float(loss), "arch-step", step, epoch + 1, self.rundir.checkpoint, NAN_HINT, SearchError
         )
         with torch.no_grad():
             expected = float(self.net.expected_cost())
-        task, loss = reduce_mean(torch.stack([task, loss]).float(), self.ctx)
-        return {"arch/task_loss": float(task), "arch/loss": float(loss), "cost/expected": expected}
+        acc = torch.tensor(batch["acc"], device=task.device)
+        task, loss, acc = reduce_mean(torch.stack([task, loss, acc]).float(), self.ctx)
+        return {
+            "arch/task_loss": float(task),
+            "arch/loss": float(loss),
+            "heldout/acc": float(acc),  # the sampled path on this held-out batch
+            "cost/expected": expected,
+        }
 
     def end_epoch(self, epoch: int, warm: bool, sums: dict[str, Any]) -> dict[str, Any]:
         """Epoch stats (over ranks), arch.json, a checkpoint, and the log line."""
@@ -280,10 +366,14 @@ class _Search:
         sums["loss"], sums["acc"] = mean.tolist()
         sync_buffers(net, self.ctx)
         stats = epoch_stats(net, epoch, warm, sums, self.hw.target, self.cfg.derive.tolerance)
+        n_held = self.heldout_sums[1]
+        stats["heldout_acc"] = self.heldout_sums[0] / n_held if n_held else None
+        self.heldout_sums = [0.0, 0]
         self.history["epochs"].append(stats)
         self.reporter.scalars(g.global_step, epoch_scalars(stats))
-        if self.cfg.log.heatmap and not warm:
-            self.reporter.heatmap(g.global_step, net, epoch)
+        if self.cfg.log.heatmap and not warm and self.main:
+            title = f"p per layer after epoch {epoch + 1}/{self.parts.total_epochs}"
+            self.reporter.heatmap(g.global_step, net, title, self.rundir.path / "heatmap.png")
         if self.main:
             self.derive().save(self.rundir.path / "arch.json")
         self.checkpoint()
@@ -344,6 +434,8 @@ class _Search:
             "wall_s": time.time() - t0,
         }
         _dump_rank(self.cfg, self.ctx, net)
+        self.reporter.scalars(self.progress.global_step, {"test/acc": metrics["test_acc"]})
+        self.reporter.close()
         if main:
             write_json(run_dir / "summary.json", metrics)
             print(summary_table(metrics), flush=True)

@@ -90,6 +90,7 @@ class CheckpointConfig:
 @dataclass
 class LogConfig:
     progress: bool | None = None  # None: only when stderr is a terminal
+    progress_every_s: float | None = 30.0  # without bars: a progress line this often; None: off
     tensorboard: bool = True
     every_steps: int = 10
     heatmap: bool = True
@@ -122,7 +123,7 @@ class SearchConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch CPU threads; None: torch's default
+    threads: int | None = None  # torch CPU threads; None: the free cores (free_cores())
     run_dir: str = "runs/search"
     resume: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms (GPU reproducibility)
@@ -145,6 +146,8 @@ class SearchConfig:
             raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: use fp32, bf16 or fp16")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads={self.threads} must be >= 1 (or null: the free cores)")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
 
@@ -158,7 +161,7 @@ class SearchConfig:
 
 # Keys that may change between a run and its resume (they change no result).
 RESUMABLE_CHANGES = ("resume", "run_dir", "device", "threads", "log", "debug", "checkpoint")
-_DATA_RESUMABLE = ("num_workers", "pin_memory", "root", "download")
+_DATA_RESUMABLE = ("num_workers", "pin_memory", "root", "download", "check_md5", "check_images")
 
 
 def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:

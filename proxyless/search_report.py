@@ -4,11 +4,14 @@ epoch, and the final summary table. Nothing here changes the search itself.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from latency.atomic import atomic_write_bytes
 
 from .arch import Arch
 from .hardware import describe_calibration
@@ -61,10 +64,18 @@ class Reporter:
             for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
 
-    def heatmap(self, step: int, net: SuperNet, epoch: int) -> None:
+    def heatmap(self, step: int, net: SuperNet, title: str, png: Path | None = None) -> None:
+        """The heatmap into TensorBoard (if enabled) and, with `png`, into that file
+        (atomically, replaced each epoch: the run directory shows the latest)."""
+        if self.writer is None and png is None:
+            return
+        fig = heatmap_figure(net, title)
         if self.writer is not None:
-            fig = heatmap_figure(net, f"p per layer, epoch {epoch}")
             self.writer.add_figure("arch/probabilities", fig, step, close=False)
+        if png is not None:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=120)
+            atomic_write_bytes(png, buf.getvalue())
 
     def close(self) -> None:
         if self.writer is not None:
@@ -148,6 +159,8 @@ def epoch_scalars(stats: dict[str, Any]) -> dict[str, float]:
         "cost/derived": stats["derived_cost"],
         "arch/entropy": stats["entropy"],
     }
+    if stats.get("heldout_acc") is not None:
+        out["epoch/heldout_acc"] = stats["heldout_acc"]
     if stats["target"] is not None:
         out["cost/target"] = stats["target"]
     return out

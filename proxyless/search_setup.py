@@ -4,12 +4,13 @@ objective), supernet, estimator and optimisers.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .data import DataSplits, InfiniteLoader, Loaders, build_datasets, build_loaders
+from .data import DataConfig, DataSplits, InfiniteLoader, Loaders, build_datasets, build_loaders
 from .distributed import DistContext
 from .estimators import ESTIMATORS, Estimator
 from .hardware import Hardware
@@ -63,6 +64,15 @@ def arch_optimizer(net: SuperNet, cfg: SearchConfig) -> torch.optim.Adam:
     )
 
 
+def data_config(cfg: SearchConfig) -> DataConfig:
+    """`cfg.data` with a null `image_size` set to the space's input size: the latency
+    table is keyed by input shape, so the data must come at the size the space assumes."""
+    if cfg.data.image_size is not None:
+        return cfg.data
+    size = get_space(cfg.space.name, **cfg.space.overrides).input_size
+    return dataclasses.replace(cfg.data, image_size=size)
+
+
 def build_parts(
     cfg: SearchConfig, ctx: DistContext, saved_costs: dict[str, Any] | None = None
 ) -> Parts:
@@ -71,8 +81,9 @@ def build_parts(
 
     Loaders are sharded by rank. `saved_costs` (a resumed run's `Hardware.to_dict()`) are
     used as they are, instead of being computed again."""
-    splits = build_datasets(cfg.data)
-    loaders = build_loaders(splits, cfg.data, distributed=ctx.is_distributed)
+    data = data_config(cfg)
+    splits = build_datasets(data)
+    loaders = build_loaders(splits, data, distributed=ctx.is_distributed)
     if cfg.schedule.epochs > 0 and loaders.heldout is None:
         raise SearchError("arch steps need a held-out split: set data.heldout_per_class > 0")
     space = build_space(cfg, splits)

@@ -107,10 +107,14 @@ def restore(
     return Progress(state["global_step"], state["epoch"], state["step_in_epoch"])
 
 
+def config_diffs(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The result-relevant settings in which two run configs differ ("key (old → new)")."""
+    return _diff(result_fingerprint(saved), result_fingerprint(current))
+
+
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    a, b = result_fingerprint(saved), result_fingerprint(current)
-    if a != b:
-        diffs = _diff(a, b)
+    diffs = config_diffs(saved, current)
+    if diffs:
         raise SearchError(
             f"resume: the config differs from the one {path} was written with, in "
             f"{', '.join(diffs[:8])}; resume with the run's own config (see config.yaml "

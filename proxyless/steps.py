@@ -47,10 +47,12 @@ def arch_step(
     generator: torch.Generator | None = None,
     objective: Objective | None = None,
     resample: bool = True,
+    stats: dict[str, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Update α on a held-out batch; weights are frozen, so no weight gradient is computed.
 
-    Returns (task loss, loss that was backpropagated), detached.
+    Returns (task loss, loss that was backpropagated), detached; `stats`, when given,
+    receives the batch's accuracy (`acc`) of the sampled path.
     """
     optimizer.zero_grad(set_to_none=True)
     with net.frozen_weights():
@@ -59,6 +61,8 @@ def arch_step(
         with torch.set_grad_enabled(estimator.needs_graph):
             logits = net(x, estimator)
             task_loss = F.cross_entropy(logits, y)
+        if stats is not None:
+            stats["acc"] = float((logits.detach().argmax(1) == y).float().mean())
         loss = estimator.loss(net, task_loss, objective)
         loss.backward()
     optimizer.step()

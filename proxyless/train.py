@@ -18,6 +18,7 @@ optimizer, EMA and RNG state) and load with ``torch.load(weights_only=True)``. W
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latency.config_dict import ConfigError, from_dict
+from latency.threads import resolve_threads, torch_threads
 
 from .arch import Arch, resolve_arch
 from .data import DataConfig, build_datasets, build_loaders
@@ -109,6 +111,7 @@ class TrainConfig:
     epochs: int = 300
     label_smoothing: float = 0.1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch CPU threads; None: the free cores (free_cores())
     precision: str = "fp32"  # fp32 | bf16 | fp16 autocast on CUDA (fp16 with loss scaling)
     seed: int = 0
     resume: bool = False  # continue from out_dir/last.pt
@@ -120,6 +123,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: use fp32, bf16 or fp16")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs={self.epochs} must be >= 1 (the number of epochs to train)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps={self.max_steps} must be >= 1 (or null: no cap)")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads={self.threads} must be >= 1 (or null: the free cores)")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -190,17 +199,40 @@ def train(cfg: TrainConfig, ctx: DistContext | None = None) -> dict[str, Any]:
     ctx = ctx or init_distributed(cfg.device)  # joins a torchrun job, else one process
     arch = resolve_arch(cfg.arch)
     run = RunDir.open(cfg.out_dir, "last.pt", cfg.resume, ctx, TrainError, "out_dir")
+    if (done := finished_metrics(cfg)) is not None:  # nothing to do: its files stay as they are
+        log.info("%s holds a finished training run (metrics.json): nothing to do", run.path)
+        return done
     state = _load_resume_state(run.checkpoint, arch, cfg.arch) if run.resuming else None
     seed_all(cfg.seed)
-    loop = _Train(cfg, ctx, arch, run)
-    if state is not None:
-        loop.restore(state)
-    loop.start()
-    while loop.epoch < cfg.epochs and not loop.stopped:
-        if not loop.train_epoch():
-            break  # stopped at max_steps mid-epoch
-        loop.end_epoch()
-    return loop.finish()
+    with torch_threads(resolve_threads(cfg.threads)):
+        loop = _Train(cfg, ctx, arch, run)
+        if state is not None:
+            loop.restore(state)
+        loop.start()
+        while loop.epoch < cfg.epochs and not loop.stopped:
+            if not loop.train_epoch():
+                break  # stopped at max_steps mid-epoch
+            loop.end_epoch()
+        return loop.finish()
+
+
+def finished_metrics(cfg: TrainConfig) -> dict[str, Any] | None:
+    """metrics.json of the finished run that `cfg` (with resume) would continue, else None:
+    all `cfg.epochs` trained, with the same arch. Cheap (no checkpoint is loaded), so the CLI
+    asks before Hydra writes anything into out_dir. More epochs than the run had continue it."""
+    out = Path(cfg.out_dir)
+    if not cfg.resume or not (out / "last.pt").is_file() or not (out / "metrics.json").is_file():
+        return None
+    try:
+        metrics = json.loads((out / "metrics.json").read_text())
+        arch = Arch.load(cfg.arch).block_strings()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or not metrics.get("finished"):
+        return None
+    if metrics.get("epoch", 0) < cfg.epochs or metrics.get("arch") != arch:
+        return None
+    return {**metrics, "checkpoint": str(out / "last.pt")}
 
 
 class _Train:
@@ -213,6 +245,8 @@ class _Train:
         self.data_cfg = cfg.data
         if self.data_cfg.heldout_per_class is None:
             self.data_cfg = dataclasses.replace(self.data_cfg, heldout_per_class=0)
+        if self.data_cfg.image_size is None:  # the size the arch was searched (and timed) at
+            self.data_cfg = dataclasses.replace(self.data_cfg, image_size=arch.space.input_size)
         self.splits = build_datasets(self.data_cfg)
         _check_data(arch, self.splits.num_classes, self.splits.input_size)
         self.loaders = build_loaders(self.splits, self.data_cfg, distributed=ctx.is_distributed)
@@ -262,7 +296,7 @@ class _Train:
         self.loss_sum_before = state["epoch_loss_sum"] if self.batch > 0 else 0.0
         if self.main:
             log.info(
-                "resumed from %s at epoch %d, batch %d (step %d)",
+                "resumed from %s after %d epoch(s) and %d batch(es) (step %d)",
                 self.rundir.checkpoint,
                 self.epoch,
                 self.batch,
@@ -314,7 +348,8 @@ class _Train:
         same steps, and all stop together on a non-finite loss)."""
         value = float(reduce_mean(loss_sum, self.ctx)) / max(n, 1)
         what, ckpt = "training", self.rundir.checkpoint
-        return check_finite(value, what, self.step, self.epoch, ckpt, NAN_HINT, TrainError)
+        # called before end_epoch counts the epoch: self.epoch + 1 is the 1-based current one
+        return check_finite(value, what, self.step, self.epoch + 1, ckpt, NAN_HINT, TrainError)
 
     def lr(self, step: int) -> float:
         return lr_at(step, self.total_steps, self.cfg.optim, self.steps_per_epoch)
@@ -335,7 +370,8 @@ class _Train:
                 value = self.mean_loss(self.loss_sum, self.loss_n)
                 lr = self.lr(self.step - 1)
                 if self.main:
-                    log.info("epoch %d step %d loss %.4f lr %.5f", self.epoch, self.step, value, lr)
+                    e = self.epoch + 1  # 1-based, as in "epoch 1/5"
+                    log.info("epoch %d step %d loss %.4f lr %.5f", e, self.step, value, lr)
                 if self.writer is not None:
                     self.writer.add_scalar("train/loss", value, self.step)
                     self.writer.add_scalar("train/lr", lr, self.step)

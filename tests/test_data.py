@@ -52,8 +52,28 @@ def test_cifar10_missing_files(tmp_path: Path) -> None:
 
 def test_cifar10_corrupted_files_rejected(tmp_path: Path, cifar10_writer) -> None:
     cifar10_writer(tmp_path)  # real md5s are not patched: torchvision must refuse
-    with pytest.raises(DataError, match="missing or corrupted"):
+    with pytest.raises(DataError, match="MD5 checksums differ") as err:
         build_datasets(DataConfig(name="cifar10", root=str(tmp_path)))
+    # Says what was checked and a way on that works offline (not data.download=true).
+    assert "data_batch_1" in str(err.value) and "data.check_md5=false" in str(err.value)
+    assert "download" not in str(err.value)
+
+
+def test_cifar10_in_the_official_layout_loads_with_check_md5_false(
+    tmp_path: Path, cifar10_writer
+) -> None:
+    cifar10_writer(tmp_path, per_batch=20, test=20)
+    cfg = DataConfig(name="cifar10", root=str(tmp_path), check_md5=False, heldout_per_class=2)
+    splits = build_datasets(cfg)
+    assert splits.num_classes == 10 and len(splits.test) == 20
+
+
+def test_cifar10_missing_one_file_names_it(tmp_path: Path, cifar10_writer) -> None:
+    folder = cifar10_writer(tmp_path)
+    (folder / "data_batch_3").unlink()
+    for check in (True, False):
+        with pytest.raises(DataError, match="missing .*: data_batch_3;"):
+            build_datasets(DataConfig(name="cifar10", root=str(tmp_path), check_md5=check))
 
 
 @pytest.mark.parametrize("name", ["cifar10", "imagenet", "folder"])
@@ -95,7 +115,8 @@ def test_split_never_decodes_images(tiny_imagenet: Path, monkeypatch: pytest.Mon
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("an image was decoded while splitting")
 
-    monkeypatch.setattr(Image, "open", refuse)
+    # Headers are read once up front (data.check_images); pixels are never decoded.
+    monkeypatch.setattr(Image.Image, "load", refuse)
     build_datasets(DataConfig(name="imagenet", root=str(tiny_imagenet), heldout_per_class=2))
 
 

@@ -28,7 +28,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from latency.protocol import Protocol
-from proxyless.cli._common import config_dir, exit_on_user_error, fail
+from proxyless.cli._common import (
+    check_overrides,
+    config_dir,
+    exit_on_user_error,
+    set_cli_threads,
+)
 
 PROG = "proxyless-profile"
 
@@ -68,16 +73,6 @@ def space_option_cmd(cfg: DictConfig) -> str:
     parts = [f"space={cfg.space.name}"]
     parts += [f"{k}={cfg[k]}" for k in ("resolution", "num_classes") if cfg.get(k)]
     return " ".join(parts)
-
-
-def check_space_arg(argv: list[str]) -> None:
-    """Hydra reports an unknown config-group option in several lines, exit code 1; check
-    `space=<name>` first so the user gets one line and exit code 2 like other errors."""
-    folder = Path(config_dir()) / "space"
-    names = sorted(p.stem for p in folder.glob("*.yaml"))
-    for arg in argv:
-        if arg.startswith("space=") and arg[len("space=") :] not in names:
-            fail(PROG, f"unknown search space {arg[len('space=') :]!r}; choose one of {names}")
 
 
 def make_backend(name: str, threads: int) -> Any:
@@ -251,11 +246,12 @@ def run(cfg: DictConfig, command: str = PROG) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="profile")
 @exit_on_user_error(PROG)
 def _hydra_main(cfg: DictConfig) -> None:
+    set_cli_threads()  # the backend measures with `threads` while it times
     run(cfg, hydra_command(PROG))
 
 
 def main() -> None:
-    check_space_arg(sys.argv[1:])
+    check_overrides(PROG, "profile", sys.argv[1:])
     _hydra_main()
 
 

@@ -22,10 +22,14 @@ import hydra
 from omegaconf import DictConfig
 
 from latency.errors import MissingKeyError
-from proxyless.cli._common import config_dir, exit_on_user_error
+from proxyless.cli._common import (
+    check_overrides,
+    config_dir,
+    exit_on_user_error,
+    set_cli_threads,
+)
 from proxyless.cli.profile import (
     CLIError,
-    check_space_arg,
     hydra_command,
     make_backend,
     make_protocol,
@@ -186,11 +190,12 @@ def report(summary: dict[str, Any], out_dir: str | Path, saved: bool) -> None:
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
+    set_cli_threads()  # the backend measures with the table's threads while it times
     run(cfg, HydraConfig.get().runtime.output_dir, hydra_command(PROG))
 
 
 def main() -> None:
-    check_space_arg(sys.argv[1:])
+    check_overrides(PROG, "validate", sys.argv[1:])
     _hydra_main()
 
 

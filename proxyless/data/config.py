@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 
 DATASETS = ("cifar10", "imagenet", "folder", "digits", "clutter", "synthetic")
 
-# Spatial side used when `image_size` is None.
+# Spatial side used when `image_size` is None and no space or arch says otherwise (the search
+# and training set `image_size` to the space's / arch's input size when it is None).
 DEFAULT_IMAGE_SIZE = {
     "cifar10": 32,
     "imagenet": 224,
@@ -51,6 +52,8 @@ class DataConfig:
     name: str = "digits"
     root: str | None = None
     download: bool = False  # cifar10 only; nothing is ever fetched unless asked
+    check_md5: bool = True  # cifar10: files must match the official release's checksums
+    check_images: bool = True  # folder/imagenet: open every image's header once, up front
     image_size: int | None = None  # None: DEFAULT_IMAGE_SIZE[name]
     batch_size: int = 64  # per process
     eval_batch_size: int | None = None  # None: batch_size
@@ -63,7 +66,7 @@ class DataConfig:
     color_jitter: float = 0.0  # imagenet/folder; 0 disables
     crop_pct: float = 0.875  # eval resize = image_size / crop_pct, then center crop
     drop_last: bool = True  # train loader only; keeps BatchNorm away from tiny last batches
-    num_workers: int = 0
+    num_workers: int = 0  # capped by the free cores (latency.threads.free_cores)
     pin_memory: bool | None = None  # None: True when CUDA is available
     seed: int = 0
     clutter_train_samples: int = 12000  # before the held-out split

@@ -7,7 +7,9 @@ split and attaches transforms, so the same logic serves every dataset.
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from .transforms import (
     imagenet_transforms,
     tensor_transforms,
 )
+
+log = logging.getLogger(__name__)
 
 
 class TensorImages(Dataset):
@@ -90,6 +94,19 @@ def _all(ds: Any) -> np.ndarray:
     return np.arange(len(ds))
 
 
+def _unchecked_cifar10() -> Any:
+    """torchvision's CIFAR10 that checks that its files exist, not their MD5 (`check_md5`
+    false: a re-packed or modified copy in the official layout)."""
+    from torchvision.datasets import CIFAR10
+
+    class UncheckedCIFAR10(CIFAR10):
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
+
+    return UncheckedCIFAR10
+
+
 def _cifar10(cfg: DataConfig) -> _Source:
     from torchvision.datasets import CIFAR10
 
@@ -102,13 +119,29 @@ def _cifar10(cfg: DataConfig) -> _Source:
             raise DataError(f"data.download=true needs data.root (where to save CIFAR-10): {hint}")
         os.makedirs(cfg.root, exist_ok=True)
     root = _require_root(cfg, hint)
+    cls = CIFAR10 if cfg.check_md5 else _unchecked_cifar10()
     try:
-        train = CIFAR10(str(root), train=True, download=cfg.download)
-        test = CIFAR10(str(root), train=False, download=False)
+        train = cls(str(root), train=True, download=cfg.download)
+        test = cls(str(root), train=False, download=False)
     except RuntimeError as err:  # torchvision: files missing or md5 mismatch
+        folder = root / CIFAR10.base_folder
+        names = [n for n, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise DataError(
+                f"CIFAR-10 files missing in {str(folder)!r}: {', '.join(missing)}; {hint}"
+            ) from err
         raise DataError(
-            f"CIFAR-10 files missing or corrupted in {str(root / CIFAR10.base_folder)!r} "
-            f"({err}): {hint}"
+            f"the CIFAR-10 files in {str(folder)!r} ({', '.join(names)}) are all there, but "
+            "their MD5 checksums differ from the official release's (torchvision checks "
+            "them): replace them with the official files, or, if this copy is meant to "
+            "differ, pass data.check_md5=false to load it unchecked"
+        ) from err
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:  # unchecked, unreadable
+        raise DataError(
+            f"cannot read the CIFAR-10 files in {str(root / CIFAR10.base_folder)!r} "
+            f"({type(err).__name__}: {err}): they are not in the python pickle format of "
+            "cifar-10-batches-py"
         ) from err
     except OSError as err:  # download failed (offline)
         raise DataError(
@@ -127,16 +160,52 @@ def _cifar10(cfg: DataConfig) -> _Source:
     )
 
 
-def _image_folder(path: Path, what: str) -> Any:
+def _load_image(path: str) -> Any:
+    """ImageFolder's loader, naming the file when it cannot be read (one line, not a PIL
+    traceback from inside a DataLoader worker)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: Unidentified/truncated image
+        raise DataError(
+            f"cannot read image {path!r} ({type(err).__name__}: {err}): remove or replace the file"
+        ) from None
+
+
+def check_images(paths: list[str]) -> None:
+    """Open every image's header (cheap: no pixels are decoded) so that a file that is not
+    an image stops the run before the first epoch, named, instead of mid-way through."""
+    from PIL import Image
+
+    if len(paths) > 10_000:
+        log.info("checking %d image headers (data.check_images=false skips this)", len(paths))
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.size  # noqa: B018 - the header is parsed by open()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise DataError(
+                f"{path!r} is not a readable image ({type(err).__name__}: {err}): remove or "
+                "replace it (data.check_images=false skips this check, done once before "
+                "training)"
+            ) from None
+
+
+def _image_folder(path: Path, what: str, check: bool = True) -> Any:
     from torchvision.datasets import ImageFolder
 
     try:
-        return ImageFolder(str(path))
+        folder = ImageFolder(str(path), loader=_load_image)
     except FileNotFoundError as err:
         raise DataError(
             f"{what} {str(path)!r} holds no usable images ({err}): it must "
             "contain one sub-folder per class with image files inside"
         ) from err
+    if check:
+        check_images([p for p, _ in folder.samples])
+    return folder
 
 
 def _folder_pair(cfg: DataConfig, root: Path, eval_names: tuple[str, ...]) -> _Source:
@@ -149,8 +218,8 @@ def _folder_pair(cfg: DataConfig, root: Path, eval_names: tuple[str, ...]) -> _S
             f"expects {root}/train and {root}/{eval_names[0]} with one sub-folder "
             "per class"
         )
-    train = _image_folder(train_dir, "training folder")
-    test = _image_folder(eval_dir, "evaluation folder")
+    train = _image_folder(train_dir, "training folder", cfg.check_images)
+    test = _image_folder(eval_dir, "evaluation folder", cfg.check_images)
     if train.classes != test.classes:
         raise DataError(
             f"class folders of {str(train_dir)!r} and {str(eval_dir)!r} differ: "
@@ -184,7 +253,7 @@ def _folder(cfg: DataConfig) -> _Source:
     )
     if (root / "train").is_dir():
         return _folder_pair(cfg, root, ("val", "test"))
-    full = _image_folder(root, "data.root")
+    full = _image_folder(root, "data.root", cfg.check_images)
     train_idx, test_idx = class_balanced_split(
         targets_of(full),
         lambda n: max(1, round(cfg.test_fraction * n)),
@@ -312,6 +381,13 @@ def build_datasets(cfg: DataConfig) -> DataSplits:
     """
     cfg.__post_init__()  # re-validate: fields may have been changed after construction
     src = _SOURCES[cfg.name](cfg)
+    if len(src.classes) < 2:
+        where = f" in data.root={cfg.root!r}" if cfg.root else ""
+        raise DataError(
+            f"dataset {cfg.name!r} has {len(src.classes)} class(es){where} "
+            f"({', '.join(map(str, src.classes)) or 'none'}): classification needs at least "
+            "2 (one sub-folder per class)"
+        )
     train_tf, eval_tf = src.transforms
     train_idx = src.train_indices
     heldout: Dataset | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from latency.threads import free_cores
+
 from .config import DataConfig, DataError, DataSplits
+
+log = logging.getLogger(__name__)
 
 
 class ResumableSampler(DistributedSampler):
@@ -131,6 +136,9 @@ def build_loaders(splits: DataSplits, cfg: DataConfig, distributed: bool = False
     """
     rank, world = _rank_world(distributed)
     pin = torch.cuda.is_available() if cfg.pin_memory is None else cfg.pin_memory
+    workers = min(cfg.num_workers, free_cores())  # more workers than free cores only thrash
+    if workers < cfg.num_workers:
+        log.info("data.num_workers=%d capped at %d (free cores)", cfg.num_workers, workers)
     eval_batch = cfg.eval_batch_size or cfg.batch_size
 
     def make(ds: Dataset, batch: int, shuffle: bool, seed: int, drop_last: bool) -> DataLoader:
@@ -140,9 +148,9 @@ def build_loaders(splits: DataSplits, cfg: DataConfig, distributed: bool = False
             batch_size=batch,
             sampler=sampler,
             drop_last=drop_last,
-            num_workers=cfg.num_workers,
+            num_workers=workers,
             pin_memory=pin,
-            persistent_workers=cfg.num_workers > 0,
+            persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(seed),
         )
 
