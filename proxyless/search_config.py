@@ -124,12 +124,14 @@ class SearchConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads; None: the free cores (free_cores())
-    run_dir: str = "runs/search"
+    run_dir: str | None = None  # None: runs/search (the CLI uses Hydra's run dir)
     resume: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms (GPU reproducibility)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of weight and arch steps (CUDA only)
 
     def __post_init__(self) -> None:
+        if self.run_dir is None:
+            self.run_dir = "runs/search"
         s = self.schedule
         if s.warmup_epochs < 0 or s.epochs < 0 or s.warmup_epochs + s.epochs == 0:
             raise ConfigError("schedule.warmup_epochs + schedule.epochs must be >= 1")
