@@ -313,7 +313,12 @@ def random_search_job(
     if done.is_file():
         return json.loads(done.read_text())
     total = s.search.warmup_epochs + s.search.epochs
-    extra = [f"schedule.warmup_epochs={total}", "schedule.epochs=0", "objective=none"]
+    extra = [
+        f"schedule.warmup_epochs={total}",
+        "schedule.epochs=0",
+        "schedule.sampler=uniform",
+        "objective=none",
+    ]
     plain = compose("search", search_overrides(s, seed, rd, extra))
     t0 = time.time()
     result = search(SearchConfig.from_dict(plain))
