@@ -27,14 +27,6 @@ from proxyless.supernet import SuperNet
 MODES = ("uniform", "fixed", "largest_first", "sandwich")
 
 
-def largest_path(net: SuperNet) -> list[int]:
-    def size(layer, i: int) -> int:
-        op = layer.spec.candidates[i]
-        return op.kernel * op.expand
-
-    return [max(range(layer.num_candidates), key=lambda i: size(layer, i)) for layer in net.layers]
-
-
 def run(mode: str, a: argparse.Namespace) -> list[float]:
     cfg = DataConfig(
         name=a.data, batch_size=64, heldout_per_class=0, seed=0, train_subset=a.train_subset
@@ -46,7 +38,7 @@ def run(mode: str, a: argparse.Namespace) -> list[float]:
         net.weight_parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=4e-5
     )
     gen = torch.Generator().manual_seed(0)
-    big, first = largest_path(net), [0] * len(net.layers)
+    big, first = net.largest_path(), [0] * len(net.layers)
     total, step, accs = a.epochs * len(loader), 0, []
     for epoch in range(a.epochs):
         correct = seen = 0
