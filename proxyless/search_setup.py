@@ -42,6 +42,17 @@ class Parts:
 def build_space(cfg: SearchConfig, splits: DataSplits) -> SearchSpace:
     """The configured preset; classes, input size and channels come from the dataset."""
     sp = cfg.space
+    from_data = {
+        "num_classes": splits.num_classes,
+        "input_size": splits.input_size,
+        "in_channels": splits.in_channels,
+    }
+    for key in sorted(from_data.keys() & sp.overrides.keys()):
+        raise SearchError(
+            f"space.overrides.{key}={sp.overrides[key]!r}: {key} comes from the data "
+            f"({from_data[key]} for data={cfg.data.name}); remove the override"
+            + (" (set data.image_size for another input size)" if key == "input_size" else "")
+        )
     return get_space(
         sp.name,
         width_mult=sp.width_mult,

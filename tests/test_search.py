@@ -235,3 +235,9 @@ def test_sandwich_sampler_trains_the_largest_path_on_every_other_step(
 def test_unknown_sampler_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="schedule.sampler='big' is not one of: uniform, sandwich"):
         fast_cfg(tmp_path, schedule={"sampler": "big"})
+
+
+def test_space_override_of_what_the_data_sets_is_one_clear_error(tmp_path: Path) -> None:
+    cfg = fast_cfg(tmp_path, space={"name": "tiny", "overrides": {"num_classes": 7}})
+    with pytest.raises(SearchError, match=r"space.overrides.num_classes=7: num_classes comes from the data"):
+        search(cfg)
