@@ -105,7 +105,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
             f"pooling); {num(metrics.get('mmacs_conv_linear'), '.3f')} M conv+linear "
             "multiply-adds (the papers' convention)",
         ),
-        ("test acc (supernet, derived path)", num(metrics["test_acc"], ".4f")),
+        ("test acc (supernet, derived path, BN re-estimated)", num(metrics["test_acc"], ".4f")),
         ("steps / epochs", f"{metrics['steps']} / {metrics['epochs']}"),
         ("cost source", metrics["cost_source"]),
         ("latency calibration", describe_calibration(metrics.get("calibration"))),

@@ -241,3 +241,29 @@ def test_space_override_of_what_the_data_sets_is_one_clear_error(tmp_path: Path)
     cfg = fast_cfg(tmp_path, space={"name": "tiny", "overrides": {"num_classes": 7}})
     with pytest.raises(SearchError, match=r"space.overrides.num_classes=7: num_classes comes from the data"):
         search(cfg)
+
+
+def test_reported_accuracy_is_the_derived_path_with_batchnorm_re_estimated(tmp_path: Path) -> None:
+    import itertools
+
+    from proxyless.distributed import DistContext
+    from proxyless.ranking import bn_recalibrated
+    from proxyless.run import evaluate
+    from proxyless.search import BN_CALIB_BATCHES
+    from proxyless.search_setup import build_parts
+
+    result = search(fast_cfg(tmp_path))
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.pt", kind="proxyless-search")["net"]
+    for name, value in result.net.state_dict().items():  # re-estimation leaves no trace
+        assert torch.equal(value, saved[name]), name
+    parts = build_parts(fast_cfg(tmp_path / "again"), DistContext())
+    parts.net.load_state_dict(saved)
+    parts.net.set_paths(result.arch.indices())
+    parts.loaders.train.sampler.set_epoch(2)  # type: ignore[attr-defined]
+    ctx = DistContext()
+    plain = evaluate(parts.net, parts.loaders.test, ctx)["top1"] / 100
+    calib = itertools.islice((x for x, _ in parts.loaders.train), BN_CALIB_BATCHES)
+    with bn_recalibrated(parts.net, calib, ctx.device):
+        recal = evaluate(parts.net, parts.loaders.test, ctx)["top1"] / 100
+    assert plain != recal  # the statistics matter here, so the next line tells the two apart
+    assert result.metrics["test_acc"] == pytest.approx(recal)
