@@ -74,6 +74,10 @@ def _batch_grads(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch
     return [None if w.grad is None else w.grad.flatten().clone() for w in _weight_layers(net)]
 
 
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return None if a is None or b is None else a + b
+
+
 # --- ZiCo ---------------------------------------------------------------------------------------
 def zico(model: nn.Module, batches: Sequence[Batch], accumulate: bool = False) -> float:
     """Σ_l log Σ_{w∈l} mean_b|g_w| / std_b(g_w) over Conv2d/Linear weights (population std,
@@ -87,7 +91,7 @@ def zico(model: nn.Module, batches: Sequence[Batch], accumulate: bool = False) -
         grads = _batch_grads(net, x, y)
         if accumulate and per_batch:
             prev = per_batch[-1]
-            grads = [g if None in (p, g) else p + g for p, g in zip(prev, grads, strict=True)]
+            grads = [_add(p, g) for p, g in zip(prev, grads, strict=True)]
         per_batch.append(grads)
     score = 0.0
     for layer in zip(*per_batch, strict=True):
