@@ -55,6 +55,8 @@ from .search_setup import Parts, build_parts
 from .search_state import SearchError
 from .steps import arch_step, weight_step
 from .supernet import SuperNet
+from .zeroshot_search import finished as zeroshot_finished
+from .zeroshot_search import zeroshot_search
 
 __all__ = ["SearchConfig", "SearchError", "SearchResult", "search"]
 
@@ -66,7 +68,7 @@ NAN_HINT = "Lower optim.lr / optim.arch_lr, or check the data"
 class SearchResult:
     metrics: dict[str, Any]
     arch: Arch
-    net: SuperNet
+    net: SuperNet | None  # None: a zero-shot search (no supernet)
     run_dir: Path
 
 
@@ -79,6 +81,8 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
     shard of the train and held-out splits, all ranks sample the same paths (the per-step
     generator), weight and α gradients are averaged before each optimizer step, and only
     rank 0 logs and writes files. `data.batch_size` is per rank."""
+    if cfg.strategy == "zeroshot":
+        return zeroshot_search(cfg, ctx)  # type: ignore[no-any-return]
     t0 = time.time()
     ctx = ctx or init_distributed(cfg.device)  # joins a torchrun job, else one process
     hint = "run directory (hydra.run.dir=...)"
@@ -117,7 +121,14 @@ def finished_summary(cfg: SearchConfig) -> dict[str, Any] | None:
     except (OSError, ValueError, yaml.YAMLError):
         return None
     total = cfg.schedule.warmup_epochs + cfg.schedule.epochs
-    if not isinstance(summary, dict) or summary.get("epochs") != total:
+    if not isinstance(summary, dict):
+        return None
+    if cfg.strategy == "zeroshot":
+        if not zeroshot_finished(cfg, summary):
+            return None
+    elif summary.get("strategy", "differentiable") != "differentiable" or summary.get(
+        "epochs"
+    ) != total:
         return None
     if ckpt.config_diffs(saved, cfg.to_dict()):
         return None
@@ -127,6 +138,8 @@ def finished_summary(cfg: SearchConfig) -> dict[str, Any] | None:
 def _finished_result(summary: dict[str, Any], run: RunDir) -> SearchResult:
     """The finished run's result, read back (nothing is measured, evaluated or written)."""
     arch = Arch.load(run.path / "arch.json")
+    if summary.get("strategy") == "zeroshot":
+        return SearchResult(summary, arch, None, run.path)
     state = ckpt.load(run.checkpoint)
     net = SuperNet(arch.space)
     net.load_state_dict(state["net"])
