@@ -136,8 +136,7 @@ class _ZeroShot:
         self.costs, self.budget = self.hw.costs, self.hw.target
         loader = build_loaders(splits, data).train if cfg.zeroshot.inputs == "real" else None
         self.batches = [
-            (x.to(ctx.device), y.to(ctx.device))
-            for x, y in proxy_batches(cfg, self.space, loader)
+            (x.to(ctx.device), y.to(ctx.device)) for x, y in proxy_batches(cfg, self.space, loader)
         ]
         self.proxy = PROXIES.get(self.z.proxy)
         self.pop = Population.from_dict(state["population"]) if state else Population()
@@ -168,7 +167,8 @@ class _ZeroShot:
         )
         if self.budget is None:
             log.warning("no cost target (hardware.target / target_frac): no budget at all")
-        done = len(self.pop.scored)
+        done = self.started = len(self.pop.scored)
+        t0 = time.monotonic()
         bar = tqdm(total=self.total, initial=done, desc="zeroshot", disable=not self.show)
         try:
             for c in range(done, self.total):
@@ -196,6 +196,7 @@ class _ZeroShot:
             raise
         finally:
             bar.close()
+            self.scoring_s = time.monotonic() - t0
 
     def candidate(self, c: int) -> tuple[list[int], float]:
         """Draw candidate `c` (random while the population fills, else a mutated member),
@@ -312,6 +313,9 @@ class _ZeroShot:
             "calibration": self.costs.calibration,
             "run_dir": str(self.rundir.path),
             "wall_s": wall,
+            # this process' candidates (a resumed run: those after the resume) per minute of
+            # the candidate loop (drawing, building, scoring; not costs, data or the summary)
+            "candidates_per_min": (n - self.started) / max(self.scoring_s, 1e-9) * 60,
         }
         self.reporter.close()
         write_json(self.rundir.path / "summary.json", metrics)
