@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from latency.threads import resolve_threads, torch_threads
 
 from .arch import Arch
-from .data import build_datasets, build_loaders
+from .data import build_datasets
 from .distributed import DistContext, init_distributed
 from .evolution import BudgetError, mutate, sample_within
 from .hardware import Hardware, measured_latency
@@ -98,19 +99,20 @@ def zeroshot_search(cfg: SearchConfig, ctx: DistContext | None = None) -> Any:
     return SearchResult(metrics, arch, None, run.path)  # type: ignore[arg-type]
 
 
-def proxy_batches(cfg: SearchConfig, space: SearchSpace, loader: Any) -> list[Batch]:
-    """The batches every candidate is scored on: the first `zeroshot.batches` of the seeded
-    training order, or N(0, 1) images with uniformly random labels."""
+def proxy_batches(cfg: SearchConfig, space: SearchSpace, train: Dataset | None) -> list[Batch]:
+    """The batches a proxy scores on: `zeroshot.batches` batches of `data.batch_size` from a
+    loader of its own over the training split (seeded shuffle; the search's loaders are not
+    touched), or N(0, 1) images with uniformly random labels."""
     z, n = cfg.zeroshot, cfg.data.batch_size
-    if z.inputs == "random":
-        g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    if z.inputs == "random" or train is None:
         shape = (n, space.in_channels, space.input_size, space.input_size)
         return [
             (torch.randn(shape, generator=g), torch.randint(space.num_classes, (n,), generator=g))
             for _ in range(z.batches)
         ]
     out = []
-    for x, y in loader:
+    for x, y in DataLoader(train, batch_size=n, shuffle=True, generator=g, drop_last=True):
         out.append((x, y))
         if len(out) == z.batches:
             return out
@@ -134,10 +136,8 @@ class _ZeroShot:
         # The objective is not used (no arch loss); `none` needs no target.
         self.hw = Hardware.resolve(self.space, cfg.hardware, ObjectiveConfig("none"), ctx, saved)
         self.costs, self.budget = self.hw.costs, self.hw.target
-        loader = build_loaders(splits, data).train if cfg.zeroshot.inputs == "real" else None
-        self.batches = [
-            (x.to(ctx.device), y.to(ctx.device)) for x, y in proxy_batches(cfg, self.space, loader)
-        ]
+        batches = proxy_batches(cfg, self.space, splits.train)
+        self.batches = [(x.to(ctx.device), y.to(ctx.device)) for x, y in batches]
         self.proxy = PROXIES.get(self.z.proxy)
         self.pop = Population.from_dict(state["population"]) if state else Population()
         self.seen = {tuple(a) for a, _ in self.pop.scored}
