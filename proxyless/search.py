@@ -99,6 +99,8 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
         log.debug("torch threads: %d", threads)
         torch.manual_seed(cfg.seed)
         parts = build_parts(cfg, ctx, state["costs"] if state is not None else None)
+        if state is None and cfg.init.alpha != "normal":
+            _warm_start(cfg, parts, run.path if ctx.is_main else None)
         loop = _Search(cfg, ctx, parts, run, state)
         loop.run()
         return loop.result(t0)
@@ -126,9 +128,10 @@ def finished_summary(cfg: SearchConfig) -> dict[str, Any] | None:
     if cfg.strategy == "zeroshot":
         if not zeroshot_finished(cfg, summary):
             return None
-    elif summary.get("strategy", "differentiable") != "differentiable" or summary.get(
-        "epochs"
-    ) != total:
+    elif (
+        summary.get("strategy", "differentiable") != "differentiable"
+        or summary.get("epochs") != total
+    ):
         return None
     if ckpt.config_diffs(saved, cfg.to_dict()):
         return None
@@ -454,6 +457,31 @@ class _Search:
             print(summary_table(metrics), flush=True)
         barrier(self.ctx)  # the run's files are written when any rank returns
         return SearchResult(metrics, arch, net, run_dir)
+
+
+def _warm_start(cfg: SearchConfig, parts: Parts, run_dir: Path | None) -> None:
+    """init.alpha=<proxy>: α from proxy scores (`proxyless.warm_start`); the global RNG is
+    left as it was, so the run differs from a plain one only in its starting α. Writes
+    init_alpha.json (scores, α) into the run directory."""
+    from .warm_start import alpha_from_scores, candidate_scores, set_alpha
+    from .zeroshot import PROXIES
+    from .zeroshot_search import proxy_batches
+
+    t0 = time.time()
+    dev = parts.net.layers[0].alpha.device
+    with torch.random.fork_rng(devices=[]):
+        batches = proxy_batches(cfg, parts.space, parts.loaders.train.dataset)
+        batches = [(x.to(dev), y.to(dev)) for x, y in batches]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        proxy = PROXIES.get(cfg.init.alpha)
+        scores = candidate_scores(parts.net, proxy, batches, cfg.init.paths, gen)
+    alphas = alpha_from_scores(scores, cfg.init.temperature)
+    set_alpha(parts.net, alphas)
+    log.info("init.alpha=%s: α from %d proxy scores in %.1f s", cfg.init.alpha,
+             sum(map(len, scores)) * cfg.init.paths, time.time() - t0)  # fmt: skip
+    if run_dir is not None:
+        record = {"proxy": cfg.init.alpha, "scores": scores, "alpha": [a.tolist() for a in alphas]}
+        write_json(run_dir / "init_alpha.json", record)
 
 
 def _dump_rank(cfg: SearchConfig, ctx: DistContext, net: SuperNet) -> None:

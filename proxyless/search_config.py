@@ -131,9 +131,22 @@ class ZeroShotConfig:
 
 
 @dataclass
+class InitConfig:
+    """How α starts. normal: N(0, space.alpha_init_std²), the paper. A proxy name (zico,
+    params, ...): standardised per-layer proxy scores of subnets that force each candidate,
+    over `paths` random paths of the other layers, divided by `temperature`
+    (`proxyless.warm_start`); batches as `zeroshot.batches` / `zeroshot.inputs`."""
+
+    alpha: str = "normal"
+    temperature: float = 1.0
+    paths: int = 2
+
+
+@dataclass
 class SearchConfig:
     strategy: str = "differentiable"  # differentiable (ProxylessNAS) | zeroshot
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
@@ -192,6 +205,13 @@ class SearchConfig:
             raise ConfigError("zeroshot.population must be >= 2 and zeroshot.iterations >= 0")
         if not 0.0 < z.mutation_rate <= 1.0:
             raise ConfigError(f"zeroshot.mutation_rate={z.mutation_rate} must be in (0, 1]")
+        i = self.init
+        if i.alpha != "normal" and i.alpha not in PROXIES:
+            raise ConfigError(
+                f"init.alpha={i.alpha!r}: use normal or a proxy ({', '.join(PROXIES)})"
+            )
+        if i.temperature <= 0 or i.paths < 1:
+            raise ConfigError("init.temperature must be > 0 and init.paths >= 1")
         if z.batches < 1:
             raise ConfigError(f"zeroshot.batches={z.batches} must be >= 1 (ZiCo needs 2)")
 
