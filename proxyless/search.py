@@ -477,10 +477,34 @@ def _warm_start(cfg: SearchConfig, parts: Parts, run_dir: Path | None) -> None:
         scores = candidate_scores(parts.net, proxy, batches, cfg.init.paths, gen)
     alphas = alpha_from_scores(scores, cfg.init.temperature)
     set_alpha(parts.net, alphas)
+    kept = None
+    if cfg.prune.keep is not None:  # the k best by score (α is monotone in it)
+        kept = []
+        for layer, a in zip(parts.net.layers, alphas, strict=True):
+            top = sorted(torch.argsort(a, descending=True, stable=True)[: cfg.prune.keep].tolist())
+            layer.restrict(top)
+            kept.append([str(layer.spec.candidates[j]) for j in top])
+        costs, target = parts.hardware.costs, parts.hardware.target
+        per_layer = zip(costs.per_layer, parts.net.layers, strict=True)
+        cheapest = costs.fixed + sum(min(c[j] for j in ly.members()) for c, ly in per_layer)
+        if target is not None and cheapest > target:
+            log.warning(
+                "prune.keep=%d: the cheapest arch left costs %.4g %s, over the target %.4g; "
+                "the derived arch will miss it (raise prune.keep or use another init.alpha)",
+                cfg.prune.keep,
+                cheapest,
+                costs.unit,
+                target,
+            )
     log.info("init.alpha=%s: α from %d proxy scores in %.1f s", cfg.init.alpha,
              sum(map(len, scores)) * cfg.init.paths, time.time() - t0)  # fmt: skip
     if run_dir is not None:
-        record = {"proxy": cfg.init.alpha, "scores": scores, "alpha": [a.tolist() for a in alphas]}
+        record = {
+            "proxy": cfg.init.alpha,
+            "scores": scores,
+            "alpha": [a.tolist() for a in alphas],
+            "kept": kept,  # prune.keep: the candidates left per layer (None: all)
+        }
         write_json(run_dir / "init_alpha.json", record)
 
 

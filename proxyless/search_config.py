@@ -143,10 +143,19 @@ class InitConfig:
 
 
 @dataclass
+class PruneConfig:
+    """`keep`: only the k best candidates per layer by their init.alpha proxy scores take
+    part in the differentiable search (fewer re-runs per arch step); None: all."""
+
+    keep: int | None = None
+
+
+@dataclass
 class SearchConfig:
     strategy: str = "differentiable"  # differentiable (ProxylessNAS) | zeroshot
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
@@ -209,6 +218,12 @@ class SearchConfig:
         if i.alpha != "normal" and i.alpha not in PROXIES:
             raise ConfigError(
                 f"init.alpha={i.alpha!r}: use normal or a proxy ({', '.join(PROXIES)})"
+            )
+        k = self.prune.keep
+        if k is not None and (k < 2 or i.alpha == "normal"):
+            raise ConfigError(
+                f"prune.keep={k} needs k >= 2 and proxy scores to rank by: set init.alpha "
+                "to a proxy (e.g. init.alpha=zico)"
             )
         if i.temperature <= 0 or i.paths < 1:
             raise ConfigError("init.temperature must be > 0 and init.paths >= 1")

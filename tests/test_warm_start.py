@@ -74,3 +74,44 @@ def test_search_with_init_alpha_from_a_proxy(tmp_path: Path, proxy: str) -> None
 def test_init_alpha_must_name_a_proxy(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="init.alpha='zicoo'"):
         fast_cfg(tmp_path, init={"alpha": "zicoo"})
+
+
+def test_a_pruned_layer_never_uses_its_pruned_candidates() -> None:
+    from proxyless.estimators import ESTIMATORS
+    from proxyless.steps import arch_step
+
+    net = SuperNet(get_space("tiny"))
+    layer = net.layers[1]  # residual: 7 candidates, Zero included
+    layer.restrict([0, 3, 6])
+    g = torch.Generator().manual_seed(0)
+    assert {layer.sample(g, uniform=True) for _ in range(200)} == {0, 3, 6}
+    assert {layer.sample(g) for _ in range(200)} == {0, 3, 6}
+    assert layer.probs()[[1, 2, 4, 5]].sum() == 0 and layer.largest() == 3
+    for name in ("all_paths", "two_path", "reinforce", "darts"):
+        opt = torch.optim.SGD(net.arch_parameters(), lr=0.1)
+        est = ESTIMATORS.build(name)
+        x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+        before = layer.alpha.detach().clone()
+        arch_step(net, est, x, y, opt, g)
+        assert torch.equal(layer.alpha.detach()[[1, 2, 4, 5]], before[[1, 2, 4, 5]]), name
+    kept = {str(layer.spec.candidates[j]) for j in (0, 3, 6)}
+    assert str(net.derive().ops[1]) in kept
+
+
+def test_search_with_prune_keep_and_its_resume(tmp_path: Path) -> None:
+    over = {"init": {"alpha": "params", "paths": 1}, "prune": {"keep": 3}}
+    result = search(fast_cfg(tmp_path, **over))
+    kept = json.loads((tmp_path / "init_alpha.json").read_text())["kept"]
+    assert all(len(k) == 3 for k in kept)
+    assert all(str(op) in k for op, k in zip(result.arch.ops, kept, strict=True))
+    again = search(_resumed(tmp_path, over))  # finished: read back, masks included
+    assert again.arch.block_strings() == result.arch.block_strings()
+    assert [ly.members() for ly in again.net.layers] == [ly.members() for ly in result.net.layers]
+    with pytest.raises(ConfigError, match="prune.keep=3 needs"):
+        fast_cfg(tmp_path, prune={"keep": 3})
+
+
+def _resumed(run_dir: Path, over: dict) -> SearchConfig:
+    cfg = fast_cfg(run_dir, **over)
+    cfg.resume = True
+    return cfg
