@@ -101,7 +101,8 @@ def zeroshot_search(cfg: SearchConfig, ctx: DistContext | None = None) -> Any:
 
 def proxy_batches(cfg: SearchConfig, space: SearchSpace, train: Dataset | None) -> list[Batch]:
     """The batches a proxy scores on: `zeroshot.batches` batches of `data.batch_size` from a
-    loader of its own over the training split (seeded shuffle; the search's loaders are not
+    loader of its own over the training split (order and augmentation seeded by `seed`, so a
+    resumed run scores on the same images; the search's loaders and the global RNG are not
     touched), or N(0, 1) images with uniformly random labels."""
     z, n = cfg.zeroshot, cfg.data.batch_size
     g = torch.Generator().manual_seed(cfg.seed)
@@ -112,10 +113,12 @@ def proxy_batches(cfg: SearchConfig, space: SearchSpace, train: Dataset | None) 
             for _ in range(z.batches)
         ]
     out = []
-    for x, y in DataLoader(train, batch_size=n, shuffle=True, generator=g, drop_last=True):
-        out.append((x, y))
-        if len(out) == z.batches:
-            return out
+    with torch.random.fork_rng(devices=[]):  # augmentations: seeded, the caller's RNG untouched
+        torch.manual_seed(cfg.seed)
+        for x, y in DataLoader(train, batch_size=n, shuffle=True, generator=g, drop_last=True):
+            out.append((x, y))
+            if len(out) == z.batches:
+                return out
     raise SearchError(
         f"zeroshot.batches={z.batches} but the training split gives only {len(out)} batch(es) "
         f"of data.batch_size={n}: lower one of them, or use zeroshot.inputs=random"

@@ -151,3 +151,27 @@ def test_sample_within_and_mutate() -> None:
         assert sum(a != b for a, b in zip(arch, child, strict=True)) >= 1
     with pytest.raises(BudgetError):
         sample_within(costs, 2.0, np.random.default_rng(0))
+
+
+def test_proxy_batches_are_the_same_whatever_the_global_rng(tmp_path: Path) -> None:
+    import torch
+    from torch.utils.data import Dataset
+
+    from proxyless.space import get_space
+
+    class Augmented(Dataset):  # a random "augmentation" drawn from the global RNG
+        def __len__(self) -> int:
+            return 40
+
+        def __getitem__(self, i: int):
+            return torch.full((3, 32, 32), float(i)) + torch.rand(3, 32, 32), i % 10
+
+    cfg, space = zs_cfg(tmp_path), get_space("tiny")
+    first = zs.proxy_batches(cfg, space, Augmented())
+    torch.rand(100)
+    state = torch.random.get_rng_state()
+    second = zs.proxy_batches(cfg, space, Augmented())
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG untouched
+    assert len(first) == 2
+    for (x1, y1), (x2, y2) in zip(first, second, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
