@@ -85,9 +85,10 @@ def most_probable_within(
 
 
 def _cheapest(log_probs: Sequence[Sequence[float]], costs: Sequence[Sequence[float]]) -> list[int]:
-    """Cheapest candidate per layer (ties: most probable): the closest arch to a window that
-    every arch overshoots."""
+    """Cheapest candidate per layer (ties: most probable) among those with a finite log
+    probability (a pruned candidate has −inf): the closest arch to a window that every arch
+    overshoots."""
     return [
-        min(range(len(c)), key=lambda j: (c[j], -lp[j]))
+        min(range(len(c)), key=lambda j: (not np.isfinite(lp[j]), c[j], -lp[j]))
         for lp, c in zip(log_probs, costs, strict=True)
     ]

@@ -138,14 +138,18 @@ class AllPaths(Estimator):
             self.generator = generator
 
     def forward(self, layer: MixedLayer, x: torch.Tensor) -> torch.Tensor:
-        members = list(range(layer.num_candidates))
+        members = layer.members()
+
+        def member_probs(alpha: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(alpha[members], dim=0)
+
         return _BinaryGate.apply(
             layer.alpha,
             x,
             _active_output(layer, x),
             layer,
             members,
-            _softmax,
+            member_probs if len(members) < layer.num_candidates else _softmax,
             (self.batch_fraction, self.generator),
         )
 
@@ -223,7 +227,7 @@ class Reinforce(Estimator):
             self.baseline = value
         advantage = value - self.baseline
         self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * value
-        log_prob = sum(torch.log_softmax(layer.alpha, 0)[layer.active] for layer in net.layers)
+        log_prob = sum(torch.log_softmax(layer.logits(), 0)[layer.active] for layer in net.layers)
         return advantage * log_prob  # type: ignore[operator]
 
 
@@ -236,5 +240,5 @@ class Darts(Estimator):
 
     def forward(self, layer: MixedLayer, x: torch.Tensor) -> torch.Tensor:
         p = layer.probs()
-        y = sum(p[j] * op(x) for j, op in enumerate(layer.candidates) if not layer.is_zero(j))
+        y = sum(p[j] * layer.candidates[j](x) for j in layer.members() if not layer.is_zero(j))
         return x + y if layer.residual else y  # type: ignore[return-value]

@@ -6,6 +6,8 @@ How α gets a gradient is the estimator's business (`proxyless.estimators`), pas
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -33,20 +35,48 @@ class MixedLayer(nn.Module):
     def is_zero(self, index: int) -> bool:
         return isinstance(self.candidates[index], Zero)
 
+    # --- pruning (prune.keep): a buffer `allowed`, present only once the layer is pruned ------
+    def restrict(self, keep: Sequence[int]) -> None:
+        """Only the candidates `keep` can be sampled, derived or get α gradients from now on."""
+        mask = torch.zeros(self.num_candidates, dtype=torch.bool, device=self.alpha.device)
+        mask[list(keep)] = True
+        if "allowed" in self._buffers:
+            self._buffers["allowed"].copy_(mask)  # type: ignore[union-attr]
+        else:
+            self.register_buffer("allowed", mask)
+        if not mask[self.active]:
+            self.active = self.members()[0]
+
+    def members(self) -> list[int]:
+        """The candidates still in the search (all, unless the layer was pruned)."""
+        mask = self._buffers.get("allowed")
+        if mask is None:
+            return list(range(self.num_candidates))
+        return [int(i) for i in mask.nonzero().flatten()]
+
+    def logits(self) -> torch.Tensor:
+        """α, with pruned candidates at −inf."""
+        mask = self._buffers.get("allowed")
+        return self.alpha if mask is None else self.alpha.masked_fill(~mask, float("-inf"))
+
     def probs(self) -> torch.Tensor:
-        return torch.softmax(self.alpha, dim=0)
+        return torch.softmax(self.logits(), dim=0)
 
     def sample(self, generator: torch.Generator | None = None, uniform: bool = False) -> int:
-        """Draw the active path from softmax(α), or uniformly (warmup)."""
+        """Draw the active path from softmax(α), or uniformly (warmup), among the members."""
         with torch.no_grad():
+            mask = self._buffers.get("allowed")
             p = torch.ones_like(self.alpha) if uniform else self.probs()
+            if mask is not None:
+                p = p * mask
             self.active = int(torch.multinomial(p.cpu(), 1, generator=generator))
         return self.active
 
     def largest(self) -> int:
         """Index of the candidate with the most weights (kernel² × expansion), never Zero."""
+        members = set(self.members())
         sizes = [
-            -1 if self.is_zero(i) else op.kernel**2 * op.expand
+            -2 if i not in members else -1 if self.is_zero(i) else op.kernel**2 * op.expand
             for i, op in enumerate(self.spec.candidates)
         ]
         return max(range(len(sizes)), key=sizes.__getitem__)

@@ -57,6 +57,8 @@ from .search_setup import Parts, build_parts
 from .search_state import SearchError
 from .steps import arch_step, weight_step
 from .supernet import SuperNet
+from .zeroshot_search import finished as zeroshot_finished
+from .zeroshot_search import zeroshot_search
 
 __all__ = ["SearchConfig", "SearchError", "SearchResult", "search"]
 
@@ -69,7 +71,7 @@ NAN_HINT = "Lower optim.lr / optim.arch_lr, or check the data"
 class SearchResult:
     metrics: dict[str, Any]
     arch: Arch
-    net: SuperNet
+    net: SuperNet | None  # None: a zero-shot search (no supernet)
     run_dir: Path
 
 
@@ -82,6 +84,8 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
     shard of the train and held-out splits, all ranks sample the same paths (the per-step
     generator), weight and α gradients are averaged before each optimizer step, and only
     rank 0 logs and writes files. `data.batch_size` is per rank."""
+    if cfg.strategy == "zeroshot":
+        return zeroshot_search(cfg, ctx)  # type: ignore[no-any-return]
     t0 = time.time()
     ctx = ctx or init_distributed(cfg.device)  # joins a torchrun job, else one process
     hint = "run directory (hydra.run.dir=...)"
@@ -98,6 +102,8 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
         log.debug("torch threads: %d", threads)
         torch.manual_seed(cfg.seed)
         parts = build_parts(cfg, ctx, state["costs"] if state is not None else None)
+        if state is None and cfg.init.alpha != "normal":
+            _warm_start(cfg, parts, run.path if ctx.is_main else None)
         loop = _Search(cfg, ctx, parts, run, state)
         loop.run()
         return loop.result(t0)
@@ -120,7 +126,15 @@ def finished_summary(cfg: SearchConfig) -> dict[str, Any] | None:
     except (OSError, ValueError, yaml.YAMLError):
         return None
     total = cfg.schedule.warmup_epochs + cfg.schedule.epochs
-    if not isinstance(summary, dict) or summary.get("epochs") != total:
+    if not isinstance(summary, dict):
+        return None
+    if cfg.strategy == "zeroshot":
+        if not zeroshot_finished(cfg, summary):
+            return None
+    elif (
+        summary.get("strategy", "differentiable") != "differentiable"
+        or summary.get("epochs") != total
+    ):
         return None
     if ckpt.config_diffs(saved, cfg.to_dict()):
         return None
@@ -130,6 +144,8 @@ def finished_summary(cfg: SearchConfig) -> dict[str, Any] | None:
 def _finished_result(summary: dict[str, Any], run: RunDir) -> SearchResult:
     """The finished run's result, read back (nothing is measured, evaluated or written)."""
     arch = Arch.load(run.path / "arch.json")
+    if summary.get("strategy") == "zeroshot":
+        return SearchResult(summary, arch, None, run.path)
     state = ckpt.load(run.checkpoint)
     net = SuperNet(arch.space)
     net.load_state_dict(state["net"])
@@ -450,6 +466,55 @@ class _Search:
             print(summary_table(metrics), flush=True)
         barrier(self.ctx)  # the run's files are written when any rank returns
         return SearchResult(metrics, arch, net, run_dir)
+
+
+def _warm_start(cfg: SearchConfig, parts: Parts, run_dir: Path | None) -> None:
+    """init.alpha=<proxy>: α from proxy scores (`proxyless.warm_start`); the global RNG is
+    left as it was, so the run differs from a plain one only in its starting α. Writes
+    init_alpha.json (scores, α) into the run directory."""
+    from .warm_start import alpha_from_scores, candidate_scores, set_alpha
+    from .zeroshot import PROXIES
+    from .zeroshot_search import proxy_batches
+
+    t0 = time.time()
+    dev = parts.net.layers[0].alpha.device
+    with torch.random.fork_rng(devices=[]):
+        batches = proxy_batches(cfg, parts.space, parts.loaders.train.dataset)
+        batches = [(x.to(dev), y.to(dev)) for x, y in batches]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        proxy = PROXIES.get(cfg.init.alpha)
+        scores = candidate_scores(parts.net, proxy, batches, cfg.init.paths, gen)
+    alphas = alpha_from_scores(scores, cfg.init.temperature)
+    set_alpha(parts.net, alphas)
+    kept = None
+    if cfg.prune.keep is not None:  # the k best by score (α is monotone in it)
+        kept = []
+        for layer, a in zip(parts.net.layers, alphas, strict=True):
+            top = sorted(torch.argsort(a, descending=True, stable=True)[: cfg.prune.keep].tolist())
+            layer.restrict(top)
+            kept.append([str(layer.spec.candidates[j]) for j in top])
+        costs, target = parts.hardware.costs, parts.hardware.target
+        per_layer = zip(costs.per_layer, parts.net.layers, strict=True)
+        cheapest = costs.fixed + sum(min(c[j] for j in ly.members()) for c, ly in per_layer)
+        if target is not None and cheapest > target:
+            log.warning(
+                "prune.keep=%d: the cheapest arch left costs %.4g %s, over the target %.4g; "
+                "the derived arch will miss it (raise prune.keep or use another init.alpha)",
+                cfg.prune.keep,
+                cheapest,
+                costs.unit,
+                target,
+            )
+    log.info("init.alpha=%s: α from %d proxy scores in %.1f s", cfg.init.alpha,
+             sum(map(len, scores)) * cfg.init.paths, time.time() - t0)  # fmt: skip
+    if run_dir is not None:
+        record = {
+            "proxy": cfg.init.alpha,
+            "scores": scores,
+            "alpha": [a.tolist() for a in alphas],
+            "kept": kept,  # prune.keep: the candidates left per layer (None: all)
+        }
+        write_json(run_dir / "init_alpha.json", record)
 
 
 def _dump_rank(cfg: SearchConfig, ctx: DistContext, net: SuperNet) -> None:

@@ -108,8 +108,54 @@ class DebugConfig:
     rank_dump_dir: str | None = None
 
 
+STRATEGIES = ("differentiable", "zeroshot")
+PROXY_INPUTS = ("real", "random")
+
+
+@dataclass
+class ZeroShotConfig:
+    """`strategy=zeroshot`: an evolutionary search with a zero-cost proxy as fitness and the
+    cost target as a hard budget (cost <= target; over-budget candidates are rejected before
+    they are scored). `population` random candidates first, then `iterations` children,
+    each a parent from the population with every layer re-drawn with probability
+    `mutation_rate` (at least one layer changes); the lowest-scoring member is dropped.
+    Each candidate is scored once, with fresh weights, on the same `batches` batches of
+    `data.batch_size` (`inputs`: real training images, or random ones with random labels)."""
+
+    proxy: str = "zico"
+    population: int = 64
+    iterations: int = 512
+    mutation_rate: float = 0.1
+    batches: int = 2
+    inputs: str = "real"
+
+
+@dataclass
+class InitConfig:
+    """How α starts. normal: N(0, space.alpha_init_std²), the paper. A proxy name (zico,
+    params, ...): standardised per-layer proxy scores of subnets that force each candidate,
+    over `paths` random paths of the other layers, divided by `temperature`
+    (`proxyless.warm_start`); batches as `zeroshot.batches` / `zeroshot.inputs`."""
+
+    alpha: str = "normal"
+    temperature: float = 1.0
+    paths: int = 2
+
+
+@dataclass
+class PruneConfig:
+    """`keep`: only the k best candidates per layer by their init.alpha proxy scores take
+    part in the differentiable search (fewer re-runs per arch step); None: all."""
+
+    keep: int | None = None
+
+
 @dataclass
 class SearchConfig:
+    strategy: str = "differentiable"  # differentiable (ProxylessNAS) | zeroshot
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
@@ -146,12 +192,43 @@ class SearchConfig:
             )
         if s.steps_per_epoch is not None and s.steps_per_epoch < 1:
             raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy={self.strategy!r} is not one of: {', '.join(STRATEGIES)}")
+        self._check_zeroshot()
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: use fp32, bf16 or fp16")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads={self.threads} must be >= 1 (or null: the free cores)")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
+
+    def _check_zeroshot(self) -> None:
+        from .zeroshot import PROXIES
+
+        z = self.zeroshot
+        if z.proxy not in PROXIES:
+            raise ConfigError(f"zeroshot.proxy={z.proxy!r} is not one of: {', '.join(PROXIES)}")
+        if z.inputs not in PROXY_INPUTS:
+            raise ConfigError(f"zeroshot.inputs={z.inputs!r}: use real or random")
+        if z.population < 2 or z.iterations < 0:
+            raise ConfigError("zeroshot.population must be >= 2 and zeroshot.iterations >= 0")
+        if not 0.0 < z.mutation_rate <= 1.0:
+            raise ConfigError(f"zeroshot.mutation_rate={z.mutation_rate} must be in (0, 1]")
+        i = self.init
+        if i.alpha != "normal" and i.alpha not in PROXIES:
+            raise ConfigError(
+                f"init.alpha={i.alpha!r}: use normal or a proxy ({', '.join(PROXIES)})"
+            )
+        k = self.prune.keep
+        if k is not None and (k < 2 or i.alpha == "normal"):
+            raise ConfigError(
+                f"prune.keep={k} needs k >= 2 and proxy scores to rank by: set init.alpha "
+                "to a proxy (e.g. init.alpha=zico)"
+            )
+        if i.temperature <= 0 or i.paths < 1:
+            raise ConfigError("init.temperature must be > 0 and init.paths >= 1")
+        if z.batches < 1:
+            raise ConfigError(f"zeroshot.batches={z.batches} must be >= 1 (ZiCo needs 2)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -111,10 +111,31 @@ def summary_table(metrics: dict[str, Any]) -> str:
         ("latency calibration", describe_calibration(metrics.get("calibration"))),
         ("run dir", metrics["run_dir"]),
     ]
+    if metrics.get("strategy") == "zeroshot":
+        rows = _zeroshot_rows(metrics, rows, num)
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 2 + max(len(v) for _, v in rows))
     body = "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
     return f"{line}\n{body}\n{line}"
+
+
+def _zeroshot_rows(metrics: dict[str, Any], rows: list[tuple[str, str]], num: Any) -> list:
+    """A zero-shot search has no α (no E[cost]), no trained weights (no accuracy), no
+    epochs: those rows give way to the proxy score and the candidate counts."""
+    drop = ("expected cost E[cost]", "test acc (supernet, derived path)", "steps / epochs")
+    out = [r for r in rows if r[0] not in drop]
+    used = metrics.get("budget_used")
+    out.insert(1, (f"proxy score ({metrics['proxy']})", num(metrics["score"])))
+    out.insert(4, ("share of the budget used", "-" if used is None else f"{used:.1%}"))
+    out.insert(
+        -3,
+        (
+            "candidates scored",
+            f"{metrics['candidates']} ({metrics['rejected_over_budget']} over budget rejected "
+            f"before scoring, {metrics['duplicates']} repeats skipped)",
+        ),
+    )
+    return out
 
 
 def derived_stats(arch: Arch) -> tuple[float, float, float]:

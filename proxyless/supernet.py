@@ -44,6 +44,14 @@ class SuperNet(nn.Module):
             x = layer(x) if estimator is None else estimator.forward(layer, x)
         return self.head(x)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[no-untyped-def, override]
+        """Also a pruned supernet's state (prune.keep): its layers' `allowed` masks are
+        registered before loading, so the saved masks load into them."""
+        for i, layer in enumerate(self.layers):
+            if f"layers.{i}.allowed" in state_dict and "allowed" not in layer._buffers:
+                layer.restrict(range(layer.num_candidates))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     # --- parameter groups -------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
         return [layer.alpha for layer in self.layers]
@@ -143,7 +151,10 @@ class SuperNet(nn.Module):
             idx = [max(range(len(p)), key=p.__getitem__) for p in probs]
         else:
             costs = [c.tolist() for c in self._cost_tensors()]
-            log_probs = [[math.log(max(q, 1e-30)) for q in p] for p in probs]
+            log_probs = [
+                [math.log(max(q, 1e-30)) if j in members else -math.inf for j, q in enumerate(p)]
+                for p, members in zip(probs, (set(ly.members()) for ly in self.layers), strict=True)
+            ]
             low, high = (1 - tolerance) * target, (1 + tolerance) * target
             idx = most_probable_within(log_probs, costs, self._fixed_cost, low, high)
         ops = [layer.spec.candidates[i] for layer, i in zip(self.layers, idx, strict=True)]
