@@ -36,11 +36,22 @@ class MixedLayer(nn.Module):
     def probs(self) -> torch.Tensor:
         return torch.softmax(self.alpha, dim=0)
 
-    def sample(self, generator: torch.Generator | None = None, uniform: bool = False) -> int:
-        """Draw the active path from softmax(α), or uniformly (warmup)."""
+    def sample(
+        self,
+        generator: torch.Generator | None = None,
+        uniform: bool = False,
+        probs: torch.Tensor | None = None,
+    ) -> int:
+        """Draw the active path from softmax(α), or uniformly (warmup), on the host.
+
+        `probs`: softmax(α) already on the CPU (`SuperNet.sample_paths` copies all layers'
+        at once: one host sync per step on a GPU, not one per layer; none in warmup)."""
         with torch.no_grad():
-            p = torch.ones_like(self.alpha) if uniform else self.probs()
-            self.active = int(torch.multinomial(p.cpu(), 1, generator=generator))
+            if uniform:
+                p = torch.ones(self.num_candidates, dtype=self.alpha.dtype)
+            else:
+                p = self.probs().cpu() if probs is None else probs
+            self.active = int(torch.multinomial(p, 1, generator=generator))
         return self.active
 
     def largest(self) -> int:
