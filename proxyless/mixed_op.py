@@ -62,14 +62,26 @@ class MixedLayer(nn.Module):
     def probs(self) -> torch.Tensor:
         return torch.softmax(self.logits(), dim=0)
 
-    def sample(self, generator: torch.Generator | None = None, uniform: bool = False) -> int:
-        """Draw the active path from softmax(α), or uniformly (warmup), among the members."""
+    def sample(
+        self,
+        generator: torch.Generator | None = None,
+        uniform: bool = False,
+        probs: torch.Tensor | None = None,
+    ) -> int:
+        """Draw the active path from softmax(α), or uniformly (warmup), among the members,
+        on the host.
+
+        `probs`: softmax(α) already on the CPU (`SuperNet.sample_paths` copies all layers'
+        at once: one host sync per step on a GPU, not one per layer; none in warmup)."""
         with torch.no_grad():
             mask = self._buffers.get("allowed")
-            p = torch.ones_like(self.alpha) if uniform else self.probs()
-            if mask is not None:
-                p = p * mask
-            self.active = int(torch.multinomial(p.cpu(), 1, generator=generator))
+            if uniform:
+                p = torch.ones(self.num_candidates, dtype=self.alpha.dtype)
+                if mask is not None:
+                    p = p * mask.cpu()
+            else:  # probs() gives pruned candidates probability 0
+                p = self.probs().cpu() if probs is None else probs
+            self.active = int(torch.multinomial(p, 1, generator=generator))
         return self.active
 
     def largest(self) -> int:

@@ -47,6 +47,7 @@ from .run import (
     deterministic,
     evaluate,
     lr_at,
+    match_state_layout,
     set_lr,
     write_json,
     write_run_files,
@@ -173,6 +174,12 @@ class _Search:
         self.precision = Precision.resolve(cfg.precision, ctx.device, log)
         if self.precision.name == "fp16":
             log.warning("precision=fp16 has no loss scaling in the search; prefer bf16")
+        self.fmt = parts.memory_format  # of the batches: the net's (`run.resolve_memory_format`)
+        # The first non-finite weight-step loss (its step, 0: none, and value), kept on the
+        # device so that a step needs no host sync; `guard()` reads it before anything is
+        # written, before every arch step and at log steps.
+        self.bad_step = torch.zeros((), dtype=torch.long, device=ctx.device)
+        self.bad_loss = torch.zeros((), device=ctx.device)
         self.history: dict[str, Any] = {"epochs": []}
         self.heldout_sums: list[float] = [0.0, 0]  # this epoch's arch steps: acc sum, count
         self.progress = ckpt.Progress()
@@ -195,6 +202,7 @@ class _Search:
             estimator=p.estimator,
             heldout=p.heldout,
         )
+        match_state_layout(p.weight_opt)
         self.history = state["history"]
         if self.main:
             g = self.progress
@@ -203,6 +211,21 @@ class _Search:
                 self.rundir.checkpoint,
                 g.epoch,
                 g.global_step,
+            )
+
+    def guard(self, epoch: int) -> None:
+        """Stop (raise) if a weight step since the last check had a non-finite loss: one host
+        sync. Called before anything is written, so no file holds post-NaN state."""
+        bad_step = int(self.bad_step)
+        if bad_step:
+            check_finite(
+                float(self.bad_loss),
+                "weight-step",
+                bad_step,
+                epoch + 1,
+                self.rundir.checkpoint,
+                NAN_HINT,
+                SearchError,
             )
 
     def checkpoint(self) -> None:
@@ -258,26 +281,27 @@ class _Search:
         sampler = self.parts.loaders.train.sampler
         sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         sampler.start = g.step_in_epoch * cfg.data.batch_size  # type: ignore[attr-defined]
-        sums = {"loss": 0.0, "acc": 0.0, "n": 0, "heldout_acc": 0.0, "heldout_n": 0}
+        zero = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
+        sums: dict[str, Any] = {"loss": zero.clone(), "acc": zero.clone(), "n": 0}  # on device
         per_epoch = self.parts.per_epoch
         desc = f"{'warmup' if warm else 'search'} {epoch + 1}"
         bar = tqdm(total=per_epoch, initial=g.step_in_epoch, desc=desc, disable=not self.show)
         for x, y in self.parts.loaders.train:
             if g.step_in_epoch >= per_epoch:
                 break
-            loss, acc = self.step(x, y, epoch, warm)
-            sums["loss"], sums["acc"], sums["n"] = (
-                sums["loss"] + loss,
-                sums["acc"] + acc,
-                sums["n"] + 1,
-            )
+            loss, acc, logged = self.step(x, y, epoch, warm)
+            sums["loss"] += loss
+            sums["acc"] += acc
+            sums["n"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
+            if logged is not None:  # synced values of a log step; none read in between
+                bar.set_postfix(loss=f"{logged[0]:.3f}", acc=f"{logged[1]:.2f}")
             self.progress_line(epoch, warm, loss)
         bar.close()
+        self.guard(epoch)
         return self.end_epoch(epoch, warm, sums)
 
-    def progress_line(self, epoch: int, warm: bool, loss: float) -> None:
+    def progress_line(self, epoch: int, warm: bool, loss: torch.Tensor) -> None:
         """Without progress bars (no terminal: a log file, a batch job), one line every
         `log.progress_every_s` seconds, so a long run shows it is alive and how far it is."""
         every = self.cfg.log.progress_every_s
@@ -296,15 +320,21 @@ class _Search:
             g.step_in_epoch,
             self.parts.per_epoch,
             g.global_step,
-            loss,
+            float(loss),  # a host sync, every `progress_every_s` only
         )
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, warm: bool) -> tuple[float, float]:
-        """One weight step, and an arch step every `arch_every` batches after warmup."""
+    def step(
+        self, x: torch.Tensor, y: torch.Tensor, epoch: int, warm: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, list[float] | None]:
+        """One weight step, and an arch step every `arch_every` batches after warmup.
+
+        Returns the step's loss and accuracy as device tensors (float64; reading them would
+        cost a host sync), and at log steps their synced means over ranks (else None)."""
         cfg, g, dev = self.cfg, self.progress, self.ctx.device
         step = g.global_step + 1
         gen = step_generator(cfg.seed, step)
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        x = x.to(dev, non_blocking=True, memory_format=self.fmt)
+        y = y.to(dev, non_blocking=True)
         if cfg.debug.inject_nan_at_step == step:
             x = torch.full_like(x, float("nan"))
         lr = lr_at(g.global_step, self.parts.total_steps, cfg.optim, self.parts.per_epoch)
@@ -323,33 +353,39 @@ class _Search:
                 cfg.optim.label_smoothing,
                 resample=not largest,
             )
-        ckpt_path = self.rundir.checkpoint
-        check_finite(float(loss), "weight-step", step, epoch + 1, ckpt_path, NAN_HINT, SearchError)
+        first_bad = (self.bad_step == 0) & ~torch.isfinite(loss)
+        self.bad_step = torch.where(first_bad, step, self.bad_step)
+        self.bad_loss = torch.where(first_bad, loss.float(), self.bad_loss)
         scalars = {}
         if not warm and (g.step_in_epoch + 1) % cfg.schedule.arch_every == 0:
+            self.guard(epoch)  # α must not learn from (or sample with) NaN weights
             scalars = self.arch(gen, step, epoch)
             self.heldout_sums[0] += scalars["heldout/acc"]
             self.heldout_sums[1] += 1
         g.global_step, g.step_in_epoch = step, g.step_in_epoch + 1
-        acc = float((logits.argmax(1) == y).float().mean())
+        loss = loss.double()
+        acc = (logits.argmax(1) == y).double().mean()
+        logged = None
         if step % cfg.log.every_steps == 0 or scalars:
+            self.guard(epoch)
             # the same steps on every rank: all take part in the mean
-            pair = torch.tensor([float(loss), acc], dtype=torch.float64, device=dev)
-            both = reduce_mean(pair, self.ctx).tolist()
-            scalars.update({"train/loss": both[0], "train/acc": both[1], "lr": lr})
+            logged = reduce_mean(torch.stack([loss, acc]), self.ctx).tolist()
+            scalars.update({"train/loss": logged[0], "train/acc": logged[1], "lr": lr})
             self.reporter.scalars(step, scalars)
         if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0:
+            self.guard(epoch)
             self.checkpoint()
         if cfg.debug.step_delay_s:
             time.sleep(cfg.debug.step_delay_s)
-        return float(loss), acc
+        return loss, acc, logged
 
     def arch(self, gen: torch.Generator, step: int, epoch: int) -> dict[str, float]:
         """One arch step on the next held-out batch; returns its scalars."""
         dev = self.ctx.device
         hx, hy = next(self.parts.heldout)  # type: ignore[call-overload]
-        hx, hy = hx.to(dev, non_blocking=True), hy.to(dev, non_blocking=True)
-        batch: dict[str, float] = {}
+        hx = hx.to(dev, non_blocking=True, memory_format=self.fmt)
+        hy = hy.to(dev, non_blocking=True)
+        batch: dict[str, torch.Tensor] = {}
         with self.precision.autocast():
             task, loss = arch_step(
                 self.net,
@@ -361,18 +397,20 @@ class _Search:
                 self.hw.objective,
                 stats=batch,
             )
-        check_finite(
-            float(loss), "arch-step", step, epoch + 1, self.rundir.checkpoint, NAN_HINT, SearchError
-        )
         with torch.no_grad():
-            expected = float(self.net.expected_cost())
-        acc = torch.tensor(batch["acc"], device=task.device)
-        task, loss, acc = reduce_mean(torch.stack([task, loss, acc]).float(), self.ctx)
+            expected = self.net.expected_cost().detach().reshape(())
+        # one host sync for the step's four numbers
+        mine = torch.stack([task.float(), loss.float(), batch["acc"], expected.float()])
+        _, own_loss, _, expected_v = mine.tolist()
+        check_finite(
+            own_loss, "arch-step", step, epoch + 1, self.rundir.checkpoint, NAN_HINT, SearchError
+        )
+        task_v, loss_v, acc_v = reduce_mean(mine[:3], self.ctx).tolist()
         return {
-            "arch/task_loss": float(task),
-            "arch/loss": float(loss),
-            "heldout/acc": float(acc),  # the sampled path on this held-out batch
-            "cost/expected": expected,
+            "arch/task_loss": task_v,
+            "arch/loss": loss_v,
+            "heldout/acc": acc_v,  # the sampled path on this held-out batch
+            "cost/expected": expected_v,
         }
 
     def end_epoch(self, epoch: int, warm: bool, sums: dict[str, Any]) -> dict[str, Any]:
@@ -380,7 +418,7 @@ class _Search:
         g, net = self.progress, self.net
         g.epoch, g.step_in_epoch = epoch + 1, 0
         device = self.ctx.device
-        pair = torch.tensor([sums["loss"], sums["acc"]], dtype=torch.float64, device=device)
+        pair = torch.stack([sums["loss"], sums["acc"]]).to(device, torch.float64)
         mean = reduce_mean(pair, self.ctx)
         sums["loss"], sums["acc"] = mean.tolist()
         sync_buffers(net, self.ctx)
@@ -433,9 +471,11 @@ class _Search:
         # (with the sandwich rule mostly the largest path); re-estimate them for this path,
         # as one-shot methods do, or the accuracy reported here says little (digits: 0.75
         # without, like a plain network with).
-        calib = itertools.islice((x for x, _ in self.parts.loaders.train), BN_CALIB_BATCHES)
+        calib = itertools.islice(
+            (x.to(memory_format=self.fmt) for x, _ in self.parts.loaders.train), BN_CALIB_BATCHES
+        )
         with bn_recalibrated(net, calib, self.ctx.device):
-            test = evaluate(net, self.parts.loaders.test, self.ctx)
+            test = evaluate(net, self.parts.loaders.test, self.ctx, self.fmt)
         params_m, mflops, mmacs = derived_stats(arch)
         metrics = {
             "arch": arch.block_strings(),

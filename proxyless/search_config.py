@@ -15,7 +15,7 @@ from latency.config_dict import ConfigError, from_dict
 from .data import DataConfig
 from .hardware import HardwareConfig
 from .objective import ObjectiveConfig
-from .run import PRECISIONS, SGDConfig
+from .run import MEMORY_FORMATS, PRECISIONS, SGDConfig
 
 __all__ = ["ConfigError", "SearchConfig", "SearchOptimConfig", "result_fingerprint"]
 
@@ -174,6 +174,8 @@ class SearchConfig:
     resume: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms (GPU reproducibility)
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of weight and arch steps (CUDA only)
+    # auto | channels_last | contiguous: layout of weights and batches (`run.resolve_memory_format`)
+    memory_format: str = "auto"
 
     def __post_init__(self) -> None:
         if self.run_dir is None:
@@ -199,6 +201,10 @@ class SearchConfig:
             raise ConfigError(f"precision={self.precision!r}: use fp32, bf16 or fp16")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads={self.threads} must be >= 1 (or null: the free cores)")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ConfigError(
+                f"memory_format={self.memory_format!r}: use {', '.join(MEMORY_FORMATS)}"
+            )
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
 
@@ -238,8 +244,18 @@ class SearchConfig:
         return from_dict(cls, d)
 
 
-# Keys that may change between a run and its resume (they change no result).
-RESUMABLE_CHANGES = ("resume", "run_dir", "device", "threads", "log", "debug", "checkpoint")
+# Keys that may change between a run and its resume (they change no result beyond float
+# rounding, as device, threads and memory_format do).
+RESUMABLE_CHANGES = (
+    "resume",
+    "run_dir",
+    "device",
+    "threads",
+    "memory_format",
+    "log",
+    "debug",
+    "checkpoint",
+)
 _DATA_RESUMABLE = ("num_workers", "pin_memory", "root", "download", "check_md5", "check_images")
 
 

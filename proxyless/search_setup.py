@@ -14,7 +14,7 @@ from .data import DataConfig, DataSplits, InfiniteLoader, Loaders, build_dataset
 from .distributed import DistContext
 from .estimators import ESTIMATORS, Estimator
 from .hardware import Hardware
-from .run import sgd
+from .run import resolve_memory_format, sgd
 from .search_config import SearchConfig
 from .search_state import SearchError
 from .space import SearchSpace, get_space
@@ -33,6 +33,7 @@ class Parts:
     heldout: InfiniteLoader | None
     per_epoch: int
     total_epochs: int
+    memory_format: torch.memory_format = torch.contiguous_format  # of weights and batches
 
     @property
     def total_steps(self) -> int:
@@ -99,7 +100,8 @@ def build_parts(
         raise SearchError("arch steps need a held-out split: set data.heldout_per_class > 0")
     space = build_space(cfg, splits)
     hardware = Hardware.resolve(space, cfg.hardware, cfg.objective, ctx, saved_costs)
-    net = SuperNet(space, cfg.space.alpha_init_std).to(ctx.device)
+    memory_format = resolve_memory_format(cfg.memory_format, ctx.device, cfg.precision)
+    net = SuperNet(space, cfg.space.alpha_init_std).to(ctx.device, memory_format=memory_format)
     net.set_costs(hardware.costs.per_layer, hardware.costs.fixed)
     estimator = ESTIMATORS.build(cfg.estimator.name, **cfg.estimator.kwargs)
     sch = cfg.schedule
@@ -118,4 +120,5 @@ def build_parts(
         heldout=heldout,
         per_epoch=per_epoch,
         total_epochs=sch.warmup_epochs + sch.epochs,
+        memory_format=memory_format,
     )

@@ -47,12 +47,12 @@ def arch_step(
     generator: torch.Generator | None = None,
     objective: Objective | None = None,
     resample: bool = True,
-    stats: dict[str, float] | None = None,
+    stats: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Update α on a held-out batch; weights are frozen, so no weight gradient is computed.
 
     Returns (task loss, loss that was backpropagated), detached; `stats`, when given,
-    receives the batch's accuracy (`acc`) of the sampled path.
+    receives the batch's accuracy (`acc`, a 0-d tensor) of the sampled path.
     """
     optimizer.zero_grad(set_to_none=True)
     with net.frozen_weights():
@@ -62,7 +62,7 @@ def arch_step(
             logits = net(x, estimator)
             task_loss = F.cross_entropy(logits, y)
         if stats is not None:
-            stats["acc"] = float((logits.detach().argmax(1) == y).float().mean())
+            stats["acc"] = (logits.detach().argmax(1) == y).float().mean()  # no host sync
         loss = estimator.loss(net, task_loss, objective)
         loss.backward()
     optimizer.step()

@@ -76,7 +76,14 @@ class SuperNet(nn.Module):
     def sample_paths(
         self, generator: torch.Generator | None = None, uniform: bool = False
     ) -> list[int]:
-        return [layer.sample(generator, uniform) for layer in self.layers]
+        probs: list[torch.Tensor | None] = [None] * len(self.layers)
+        if not uniform:
+            with torch.no_grad():
+                flat = torch.cat([layer.probs() for layer in self.layers]).cpu()
+            probs = list(flat.split([layer.num_candidates for layer in self.layers]))
+        return [
+            layer.sample(generator, uniform, p) for layer, p in zip(self.layers, probs, strict=True)
+        ]
 
     def set_paths(self, indices: Sequence[int]) -> None:
         if len(indices) != len(self.layers):

@@ -44,6 +44,7 @@ from .distributed import (
     wrap_ddp,
 )
 from .run import (
+    MEMORY_FORMATS,
     PRECISIONS,
     SEARCH_KIND,
     TRAIN_KIND,
@@ -55,7 +56,9 @@ from .run import (
     evaluate,
     load_checkpoint,
     lr_at,
+    match_state_layout,
     param_groups,
+    resolve_memory_format,
     rng_state,
     save_checkpoint,
     seed_all,
@@ -113,6 +116,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads; None: the free cores (free_cores())
     precision: str = "fp32"  # fp32 | bf16 | fp16 autocast on CUDA (fp16 with loss scaling)
+    # auto | channels_last | contiguous: layout of weights and batches (`run.resolve_memory_format`)
+    memory_format: str = "auto"
     seed: int = 0
     resume: bool = False  # continue from out_dir/last.pt
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in total
@@ -129,6 +134,10 @@ class TrainConfig:
             raise ConfigError(f"max_steps={self.max_steps} must be >= 1 (or null: no cap)")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads={self.threads} must be >= 1 (or null: the free cores)")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ConfigError(
+                f"memory_format={self.memory_format!r}: use {', '.join(MEMORY_FORMATS)}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -240,7 +249,9 @@ class _Train:
 
     def __init__(self, cfg: TrainConfig, ctx: DistContext, arch: Arch, run: RunDir) -> None:
         self.cfg, self.ctx, self.arch, self.rundir, self.main = cfg, ctx, arch, run, ctx.is_main
-        self.model = build_model(arch, cfg.init.from_search).to(ctx.device)
+        self.fmt = resolve_memory_format(cfg.memory_format, ctx.device, cfg.precision)
+        model = build_model(arch, cfg.init.from_search)
+        self.model = model.to(ctx.device, memory_format=self.fmt)
         # A derived arch trains on the whole training split: no held-out set unless asked.
         self.data_cfg = cfg.data
         if self.data_cfg.heldout_per_class is None:
@@ -252,7 +263,7 @@ class _Train:
         self.loaders = build_loaders(self.splits, self.data_cfg, distributed=ctx.is_distributed)
         self.steps_per_epoch = len(self.loaders.train)
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.optimizer = sgd(self.model.parameters(), cfg.optim)
+        self.optimizer = sgd(self.model.parameters(), cfg.optim, fused=True)
         self.precision = Precision.resolve(cfg.precision, ctx.device, log)
         self.scaler = self.precision.grad_scaler()
         self.ema = None
@@ -280,6 +291,7 @@ class _Train:
                 f"{self.rundir.checkpoint}: the saved optimizer state does not fit ({e}); resume "
                 "with the run's optim.decay_norm_and_bias, or start a new out_dir"
             ) from e
+        match_state_layout(self.optimizer)
         for group, new in zip(self.optimizer.param_groups, fresh, strict=True):
             group.update(weight_decay=new["weight_decay"], momentum=o.momentum, nesterov=o.nesterov)
         if self.ema is not None:
@@ -391,7 +403,8 @@ class _Train:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         dev, o = self.ctx.device, self.cfg.optim
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        x = x.to(dev, non_blocking=True, memory_format=self.fmt)
+        y = y.to(dev, non_blocking=True)
         set_lr(self.optimizer, self.lr(self.step))
         with self.precision.autocast():
             loss = F.cross_entropy(self.net(x), y, label_smoothing=self.cfg.label_smoothing)
@@ -419,10 +432,10 @@ class _Train:
             "train_loss": train_loss,
             "lr": self.lr(self.step - 1),
             "epoch_seconds": time.perf_counter() - self.t_epoch,
-            "test": evaluate(self.model, self.loaders.test, self.ctx),
+            "test": evaluate(self.model, self.loaders.test, self.ctx, self.fmt),
         }
         if self.ema is not None:
-            record["test_ema"] = evaluate(self.ema.module, self.loaders.test, self.ctx)
+            record["test_ema"] = evaluate(self.ema.module, self.loaders.test, self.ctx, self.fmt)
         self.history.append(record)
         value = record["test_ema" if self.ema is not None else "test"]["top1"]
         improved = self.best["value"] is None or value > self.best["value"]
