@@ -39,6 +39,7 @@ def ground_truth(rows: Path) -> list[dict]:
 
 
 def batches(data: str, n: int, size: int, random_inputs: bool, seed: int) -> list:
+    torch.manual_seed(seed)  # augmentation draws from the global generator
     cfg = DataConfig(name=data, batch_size=size, heldout_per_class=0, seed=seed)
     splits = build_datasets(cfg)
     loader = build_loaders(splits, cfg).train
