@@ -619,8 +619,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
                 inh = res[f"inherited_{phase}"]
                 row[f"tau_{phase}"] = kendall_tau(inh, gt_acc)
                 row[f"rho_{phase}"] = spearman_rho(inh, gt_acc)
-        search_rows.append(row)
-        emit(out, row)
+        search_rows.append(row)  # emitted once its latency is re-measured, below
 
     random_rows = []
     for sd, fut in random_futs.items():
@@ -645,14 +644,21 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         random_rows.append(row)
         emit(out, row)
     pool.shutdown()
-    quiet = measure_quietly(s, space, [r["arch"] for r in search_rows])
+    # Latency of the searched archs and, as a reference, every third ground-truth arch,
+    # measured together on a quiet machine: the reference says how far today's machine has
+    # drifted from the table (fitted when it was profiled).
+    reference = gt_rows[::3]
+    quiet = measure_quietly(s, space, [r["arch"] for r in search_rows + reference])
+    ratios = [quiet[tuple(r["arch"])] / r["cost"] for r in reference if tuple(r["arch"]) in quiet]
+    drift = float(np.median(ratios)) if ratios else None
     for r in search_rows:
         r["measured_in_search"] = r["measured"]
         r["measured"] = quiet.get(tuple(r["arch"]), r["measured"])
         t, m = r["target"], r["measured"]
         r["latency_error"] = (m - t) / t if m and t else None
-    if quiet:
-        emit(out, {"row": "latency_remeasured", **{" ".join(k): v for k, v in quiet.items()}})
+        r["table_error"] = (r["cost"] - t) / t if t else None  # what the search controls
+        emit(out, r)
+    emit(out, {"row": "table_drift", "measured_over_table": ratios, "median": drift})
 
     # --- summary --------------------------------------------------------------------------
     main_rows = [r for r in search_rows if r["estimator"] == "all_paths"]
@@ -719,6 +725,12 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         else None,
         "on_pareto_front": int(on_front),
         "latency_error_max": max(errors) if errors else None,
+        # the derived archs' table cost vs target, and today's measured/table ratio on the
+        # ground-truth archs: together they split latency_error into search and machine
+        "table_error_max": max(abs(r["table_error"]) for r in search_rows)
+        if search_rows
+        else None,
+        "table_drift_median": drift,
         "percentile_by_estimator": by_est,
         "ranking_tau_uniform": _mean_or_none([r["tau_uniform"] for r in random_rows]),
         "random_search_percentile": float(
