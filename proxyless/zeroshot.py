@@ -151,8 +151,8 @@ def _linearised(net: nn.Module) -> nn.Module:
 @PROXIES.register("synflow")
 def synflow(model: nn.Module, batches: Sequence[Batch]) -> float:
     """SynFlow (Tanaka et al. 2020): |θ| weights, BatchNorm removed, ReLU6 as ReLU, an
-    all-ones input in float64; Σ |θ · ∂R/∂θ| over Conv2d/Linear weights with R the summed output. Data-free:
-    only the input shape is used."""
+    all-ones input in float64; Σ |θ · ∂R/∂θ| over Conv2d/Linear weights with R the summed
+    output. Data-free: only the input shape is used."""
     check_batches(batches)
     net = _linearised(_scratch(model)).double().eval()
     with torch.no_grad():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from search_configs import merged_config
 
 from proxyless.arch import Arch
 from proxyless.run import load_checkpoint
@@ -37,14 +37,7 @@ FAST: dict[str, Any] = {
 
 
 def fast_cfg(run_dir: Path, **over: dict[str, Any]) -> SearchConfig:
-    d = copy.deepcopy(FAST)
-    for key, value in over.items():
-        if isinstance(value, dict):
-            d.setdefault(key, {}).update(value)
-        else:
-            d[key] = value
-    d["run_dir"] = str(run_dir)
-    return SearchConfig.from_dict(d)
+    return merged_config(FAST, run_dir, **over)
 
 
 def test_fast_search_writes_its_outputs(tmp_path: Path) -> None:
@@ -233,13 +226,15 @@ def test_sandwich_sampler_trains_the_largest_path_on_every_other_step(
 
 
 def test_unknown_sampler_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="schedule.sampler='big' is not one of: uniform, sandwich"):
+    message = "schedule.sampler='big' is not one of: uniform, sandwich"
+    with pytest.raises(ConfigError, match=message):
         fast_cfg(tmp_path, schedule={"sampler": "big"})
 
 
 def test_space_override_of_what_the_data_sets_is_one_clear_error(tmp_path: Path) -> None:
     cfg = fast_cfg(tmp_path, space={"name": "tiny", "overrides": {"num_classes": 7}})
-    with pytest.raises(SearchError, match=r"space.overrides.num_classes=7: num_classes comes from the data"):
+    message = r"space.overrides.num_classes=7: num_classes comes from the data"
+    with pytest.raises(SearchError, match=message):
         search(cfg)
 
 

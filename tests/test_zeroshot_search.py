@@ -4,13 +4,13 @@ and the evolution's moves."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from search_configs import merged_config
 
 from proxyless import zeroshot_search as zs
 from proxyless.cli.search import run
@@ -37,14 +37,7 @@ FAST: dict[str, Any] = {
 
 
 def zs_cfg(run_dir: Path, **over: dict[str, Any]) -> SearchConfig:
-    d = copy.deepcopy(FAST)
-    for key, value in over.items():
-        if isinstance(value, dict):
-            d.setdefault(key, {}).update(value)
-        else:
-            d[key] = value
-    d["run_dir"] = str(run_dir)
-    return SearchConfig.from_dict(d)
+    return merged_config(FAST, run_dir, **over)
 
 
 def test_zeroshot_search_writes_what_a_search_writes(tmp_path: Path) -> None:
