@@ -10,7 +10,7 @@ Every proxy works on a copy of the model, so the caller's weights, BatchNorm sta
 >>> g = torch.Generator().manual_seed(0)
 >>> batches = [(torch.randn(5, 4, generator=g), torch.tensor([0, 1, 2, 0, 1])) for _ in range(2)]
 >>> sorted(PROXIES)
-['flops', 'grad_norm', 'naswot', 'params', 'synflow', 'zico', 'zico_acc']
+['flops', 'grad_norm', 'naswot', 'params', 'synflow', 'zico', 'zico_acc', 'zico_noreslink']
 >>> PROXIES.get("params")(net, batches)
 67.0
 """
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latency.registry import Registry
+
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Proxy = Callable[[nn.Module, Sequence[Batch]], float]
@@ -79,13 +80,32 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
 
 
 # --- ZiCo ---------------------------------------------------------------------------------------
-def zico(model: nn.Module, batches: Sequence[Batch], accumulate: bool = False) -> float:
+def without_residuals(net: nn.Module) -> nn.Module:
+    """Switch off `net`'s residual links in place (ZiCo's `no_reslink`), for every module that
+    carries one (`Block`, `MixedLayer`). A Zero layer still passes its input on: Zero means
+    "no block" (a standalone net does not build it; a mixed layer on Zero returns its input)."""
+    for m in net.modules():
+        if isinstance(getattr(m, "residual", None), bool):
+            m.residual = False
+    return net
+
+
+def zico(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    accumulate: bool = False,
+    no_reslink: bool = False,
+) -> float:
     """Σ_l log Σ_{w∈l} mean_b|g_w| / std_b(g_w) over Conv2d/Linear weights (population std,
     weights with std 0 dropped, layers whose sum is 0 skipped). Train mode: BatchNorm on
     batch statistics. `accumulate=True` records the running sum of gradients, as the
-    reference code does (it never zeroes them): batch b contributes g_1 + … + g_b."""
+    reference code does (it never zeroes them): batch b contributes g_1 + … + g_b.
+    `no_reslink=True` scores the network with its residual links off, as the authors do
+    (`without_residuals`)."""
     check_batches(batches, at_least=2)  # a std over one batch is 0 everywhere
     net = _scratch(model).train()
+    if no_reslink:
+        without_residuals(net)
     per_batch: list[list[torch.Tensor | None]] = []
     for x, y in batches:
         grads = _batch_grads(net, x, y)
@@ -113,6 +133,12 @@ PROXIES.register("zico")(zico)
 def zico_acc(model: nn.Module, batches: Sequence[Batch]) -> float:
     """ZiCo with the reference code's gradient accumulation."""
     return zico(model, batches, accumulate=True)
+
+
+@PROXIES.register("zico_noreslink")
+def zico_noreslink(model: nn.Module, batches: Sequence[Batch]) -> float:
+    """ZiCo on the network with its residual links off (the authors' `no_reslink`)."""
+    return zico(model, batches, no_reslink=True)
 
 
 # --- baselines ----------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from torch import nn
 from proxyless.arch import Arch
 from proxyless.space import OpSpec, get_space
 from proxyless.supernet import SuperNet
-from proxyless.zeroshot import PROXIES, ProxyError, zico
+from proxyless.ops import Block
+from proxyless.zeroshot import PROXIES, ProxyError, without_residuals, zico
 
 W1 = np.array([[1.0, -0.5], [0.25, 2.0]])
 W2 = np.array([[0.5, 1.0], [-1.0, 0.75]])
@@ -62,6 +63,32 @@ def test_zico_matches_a_computation_by_hand(accumulate: bool) -> None:
     got = zico(_two_layer(), batches, accumulate=accumulate)
     assert got == pytest.approx(_hand_zico(accumulate), rel=1e-9)
     assert PROXIES.get("zico_acc" if accumulate else "zico")(_two_layer(), batches) == got
+
+
+def test_zico_no_reslink_scores_the_network_without_its_residual_link() -> None:
+    """W2 as a residual block: with its link off the net is the 2-layer net of the hand
+    computation; with it on, the score differs. The caller's block keeps its link."""
+    net = _two_layer()
+    model = nn.Sequential(net[0], Block(net[1], residual=True))
+    batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in BATCHES]
+    assert zico(model, batches, no_reslink=True) == pytest.approx(_hand_zico(False), rel=1e-9)
+    assert zico(model, batches) != pytest.approx(_hand_zico(False), rel=1e-3)
+    assert model[1].residual
+    assert PROXIES.get("zico_noreslink")(model, batches) == zico(model, batches, no_reslink=True)
+
+
+def test_without_residuals_keeps_zero_layers_the_identity() -> None:
+    """Every link goes; a supernet layer on Zero still passes its input on."""
+    model, batches = _tiny_net_with_zero_residual_and_stride2()
+    blocks = [m for m in without_residuals(model).modules() if isinstance(m, Block)]
+    assert blocks and not any(b.residual for b in blocks)
+    net = SuperNet(get_space("tiny"))
+    zero = net.layers[1].spec.candidates.index(OpSpec("zero"))
+    net.layers[1].active = zero
+    without_residuals(net)
+    x = torch.randn(2, 16, 16, 16)
+    assert not net.layers[1].residual and torch.equal(net.layers[1](x), x)
+    assert math.isfinite(zico(net, batches, no_reslink=True))
 
 
 def test_the_two_zico_variants_differ() -> None:
