@@ -17,12 +17,19 @@ procedural `clutter` task, a CPU latency table profiled and cached on this machi
    search given the wall time of one search (a supernet trained with uniform paths for the
    search's epochs, then random archs within ±5 % of the target ranked by inherited
    accuracy; the best is trained from scratch).
+5. Variants (`--variant "label: override override …"`, repeatable): the search with extra
+   Hydra overrides (`init.alpha=zico`, `prune.keep=3`, `strategy=zeroshot`, …) at the
+   middle target or the ones the label names (`zeroshot@0.25,0.5,0.75: …`), S seeds each, judged like the plain search; with the
+   supernet's ranking of the ground truth (overall and per latency tercile), wall time and
+   peak resident memory of each search.
 
 Output: one JSON line per row on stdout (and in <out>/rows.jsonl), a last JSON summary line
 (also <out>/summary.json) and a Pareto plot <out>/pareto.png.
 
     PYTHONPATH=. python benchmarks/search_quality.py --quick        # ≤10 min on 2 cores
     PYTHONPATH=. python benchmarks/search_quality.py                # full, ≤60 min
+    PYTHONPATH=. python benchmarks/search_quality.py --variant "zico_init: init.alpha=zico" \
+        --variant "zeroshot@0.25,0.5,0.75: strategy=zeroshot"         # methods beside it
     PYTHONPATH=. python benchmarks/search_quality.py --data cifar10 --space cifar \
         --set data.root=/data/cifar --workers 1 --device cuda       # on a GPU
 """
@@ -87,6 +94,8 @@ class Settings:
     overrides: tuple[str, ...] = ()  # extra Hydra overrides for search and train (data.*, …)
     search_overrides: tuple[str, ...] = ()  # extra Hydra overrides for the searches only
     random_search: bool = True
+    # label -> (extra search overrides, targets as fractions of the range)
+    variants: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = field(default_factory=dict)
     device: str = "auto"
     threads: int = 1
     table: str = ""  # set by `calibrated_table`
@@ -256,7 +265,8 @@ def search_job(
     s: Settings, seed: int, run_dir: str, extra: list[str], gt_archs: list[dict] | None
 ) -> dict[str, Any]:
     """One search; with `gt_archs`, also the supernet's ranking of them after warmup and at
-    the end (inherited weights, BN re-estimated per path)."""
+    the end (inherited weights, BN re-estimated per path). Peak resident memory is sampled
+    while it runs. A finished search with the same overrides is read back, not rerun."""
     import torch
 
     from proxyless.arch import Arch
@@ -265,30 +275,79 @@ def search_job(
     from proxyless.search_config import SearchConfig
 
     rd = Path(run_dir)
-    done = rd / "quality.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    plain = compose("search", search_overrides(s, seed, rd, extra))
+    overrides = search_overrides(s, seed, rd, extra)
+    if (cached := _cached(rd, overrides)) is not None:
+        return cached
+    plain = compose("search", overrides)
     t0 = time.time()
-    result = search(SearchConfig.from_dict(plain))
+    with PeakRSS() as rss:
+        result = search(SearchConfig.from_dict(plain))
     wall = time.time() - t0
-    history = torch.load(rd / "checkpoints" / "last.pt", weights_only=True)["history"]
     row: dict[str, Any] = {
+        "overrides": overrides,
         "metrics": result.metrics,
         "arch": result.arch.to_dict(),
         "wall_s": wall,
-        # α entropy (mean per layer) and the derived arch's cost after every epoch
-        "entropy": [e["entropy"] for e in history["epochs"]],
-        "derived_cost": [e["derived_cost"] for e in history["epochs"]],
+        "peak_rss_mb": rss.peak_mb,
     }
-    if gt_archs is not None:
+    if result.net is not None:  # a supernet search (not zero-shot)
+        history = torch.load(rd / "checkpoints" / "last.pt", weights_only=True)["history"]
+        # α entropy (mean per layer) and the derived arch's cost after every epoch
+        row["entropy"] = [e["entropy"] for e in history["epochs"]]
+        row["derived_cost"] = [e["derived_cost"] for e in history["epochs"]]
+    if gt_archs is not None and result.net is not None:
         archs = [Arch.from_dict(a) for a in gt_archs]
         held, calib = _eval_batches(plain, s.calib_batches)
         row["inherited_end"] = inherited_accuracy(result.net, archs, held, calib)
-        warm = _load_net(rd, "warmup.pt", plain)
-        row["inherited_warmup"] = inherited_accuracy(warm, archs, held, calib)
-    done.write_text(json.dumps(row))
+        if (rd / "checkpoints" / "warmup.pt").is_file():
+            warm = _load_net(rd, "warmup.pt", plain)
+            row["inherited_warmup"] = inherited_accuracy(warm, archs, held, calib)
+    (rd / "quality.json").write_text(json.dumps(row))
     return row
+
+
+def _cached(rd: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """The stored result of a finished search run with exactly these overrides; a run with
+    other settings (or an unfinished one) is moved aside, so the search starts afresh."""
+    done = rd / "quality.json"
+    if done.is_file():
+        row = json.loads(done.read_text())
+        if row.get("overrides") == overrides:
+            return row
+    if rd.exists():
+        stale = rd.with_name(f"{rd.name}.stale-{int(time.time())}")
+        logging.getLogger("proxyless").warning("%s: settings changed; moved to %s", rd, stale)
+        rd.rename(stale)
+    return None
+
+
+class PeakRSS:
+    """The peak resident memory of this process while the block runs (sampled every 50 ms
+    from /proc; `ru_maxrss` cannot say it, as it holds the worker's peak over all its jobs)."""
+
+    def __enter__(self) -> PeakRSS:
+        import threading
+
+        self.peak_mb: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            try:
+                rss = int(Path("/proc/self/statm").read_text().split()[1]) * page / 2**20
+            except (OSError, ValueError):
+                return  # not Linux: no figure
+            self.peak_mb = max(self.peak_mb or 0.0, rss)
+            if self._stop.wait(0.05):
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def random_search_job(
@@ -309,9 +368,6 @@ def random_search_job(
     from proxyless.search_config import SearchConfig
 
     rd = Path(run_dir)
-    done = rd / "quality.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     total = s.search.warmup_epochs + s.search.epochs
     extra = [
         f"schedule.warmup_epochs={total}",
@@ -319,7 +375,10 @@ def random_search_job(
         "schedule.sampler=uniform",
         "objective=none",
     ]
-    plain = compose("search", search_overrides(s, seed, rd, extra))
+    overrides = search_overrides(s, seed, rd, extra)
+    if (cached := _cached(rd, overrides)) is not None:
+        return cached
+    plain = compose("search", overrides)
     t0 = time.time()
     result = search(SearchConfig.from_dict(plain))
     archs = _archs_near(result.net.space, cost_table, target, n, seed)
@@ -330,6 +389,7 @@ def random_search_job(
         gt = [Arch.from_dict(a) for a in gt_archs]
         uniform_ranking = inherited_accuracy(result.net, gt, held, calib)
     row = {
+        "overrides": overrides,
         "inherited_uniform": uniform_ranking if gt_archs is not None else None,
         "arch": best.to_dict(),
         "candidates": len(archs),
@@ -337,7 +397,7 @@ def random_search_job(
         "wall_s": time.time() - t0,
         "cost": _cost(cost_table, best),
     }
-    done.write_text(json.dumps(row))
+    (rd / "quality.json").write_text(json.dumps(row))
     return row
 
 
@@ -521,6 +581,15 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
             rd = out / "search" / f"{est}_t{mid}_s{sd}"
             extra = [f"hardware.target_frac={mid}", f"estimator={est}"]
             search_futs[(est, mid, sd)] = pool.submit(search_job, s, sd, str(rd), extra, None)
+    for label, (overrides, targets) in s.variants.items() if not gt_only else ():
+        for t in targets:
+            for sd in seeds:
+                rd = out / "search" / f"{label}_t{t}_s{sd}"
+                ranking = gt_dicts if t == mid else None
+                extra = [f"hardware.target_frac={t}", "estimator=all_paths", *overrides]
+                search_futs[(label, t, sd)] = pool.submit(
+                    search_job, s, sd, str(rd), extra, ranking
+                )
     for sd in seeds if s.random_search and not gt_only else ():
         random_futs[sd] = pool.submit(
             random_search_job,
@@ -587,6 +656,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         return [f.result()["acc"] for f in futs.values()]
 
     gt_acc = [r["acc_mean"] for r in gt_rows]
+    gt_cost = [r["cost"] for r in gt_rows]
     search_rows = []
     for (est, t, sd), fut in search_futs.items():
         res = fut.result()
@@ -598,7 +668,8 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         measured = m.get("measured_latency")
         row = {
             "row": "search",
-            "estimator": est,
+            "estimator": est if est not in s.variants else None,
+            "variant": est if est in s.variants else None,
             "target_frac": t,
             "seed": sd,
             "arch": arch.block_strings(),
@@ -609,6 +680,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
             "acc_mean": float(np.mean(accs)),
             "acc_seeds": accs,
             "search_wall_s": res["wall_s"],
+            "peak_rss_mb": res.get("peak_rss_mb"),
             **percentile_at_cost(cost, float(np.mean(accs)), cloud),
             "front": front_at(front, cost),
         }
@@ -619,6 +691,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
                 inh = res[f"inherited_{phase}"]
                 row[f"tau_{phase}"] = kendall_tau(inh, gt_acc)
                 row[f"rho_{phase}"] = spearman_rho(inh, gt_acc)
+                row[f"tau_{phase}_by_tercile"] = tau_by_tercile(inh, gt_acc, gt_cost)
         search_rows.append(row)  # emitted once its latency is re-measured, below
 
     random_rows = []
@@ -672,13 +745,14 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         cost = float(np.mean([r["cost"] for r in rows]))
         on_front += acc >= front_at(front, cost)
     ranked = [r for r in main_rows if "tau_end" in r]
-    errors = [abs(r["latency_error"]) for r in search_rows if r["latency_error"] is not None]
+    est_rows = [r for r in search_rows if r["variant"] is None]
+    errors = [abs(r["latency_error"]) for r in est_rows if r["latency_error"] is not None]
     by_est = {
         est: float(
             np.mean(
                 [
                     r["percentile"]
-                    for r in search_rows
+                    for r in est_rows
                     if r["estimator"] == est and r["percentile"] is not None
                 ]
                 or [np.nan]
@@ -719,6 +793,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         "ranking_tau_end": float(np.mean([r["tau_end"] for r in ranked])),
         "ranking_rho_warmup": float(np.mean([r["rho_warmup"] for r in ranked])),
         "ranking_rho_end": float(np.mean([r["rho_end"] for r in ranked])),
+        "ranking_tau_end_by_tercile": _mean_lists([r["tau_end_by_tercile"] for r in ranked]),
         "searched_percentile": per_target,
         "searched_percentile_mean": float(np.mean([p for p in per_target if p is not None]))
         if any(p is not None for p in per_target)
@@ -727,9 +802,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         "latency_error_max": max(errors) if errors else None,
         # the derived archs' table cost vs target, and today's measured/table ratio on the
         # ground-truth archs: together they split latency_error into search and machine
-        "table_error_max": max(abs(r["table_error"]) for r in search_rows)
-        if search_rows
-        else None,
+        "table_error_max": max(abs(r["table_error"]) for r in est_rows) if est_rows else None,
         "table_drift_median": drift,
         "percentile_by_estimator": by_est,
         "ranking_tau_uniform": _mean_or_none([r["tau_uniform"] for r in random_rows]),
@@ -738,12 +811,61 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
                 [r["percentile"] for r in random_rows if r["percentile"] is not None] or [np.nan]
             )
         ),
+        "variants": {
+            label: variant_summary([r for r in search_rows if r["variant"] == label], s, front)
+            for label in s.variants
+        },
         "wall_s": time.time() - t_start,
     }
     emit(out, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     plot(out / "pareto.png", gt_rows, front, search_rows, random_rows, table, s)
     return summary
+
+
+def tau_by_tercile(scores: list[float], acc: list[float], cost: list[float]) -> list[float]:
+    """Kendall τ within each third of the archs by cost (cheap, middle, expensive): whether
+    the supernet ranks archs of every latency band, not only across bands."""
+    from proxyless.ranking import kendall_tau
+
+    order = np.argsort(cost, kind="stable")
+    return [
+        kendall_tau([scores[i] for i in part], [acc[i] for i in part])
+        for part in np.array_split(order, 3)
+    ]
+
+
+def _mean_lists(lists: list[list[float]]) -> list[float] | None:
+    return [float(v) for v in np.nanmean(np.array(lists, dtype=float), axis=0)] if lists else None
+
+
+def variant_summary(rows: list[dict[str, Any]], s: Settings, front: Any) -> dict[str, Any]:
+    """A variant's figures, as the summary gives them for the plain search."""
+    from proxyless.ranking import front_at
+
+    per_target, on_front = [], 0
+    targets = s.variants[rows[0]["variant"]][1]
+    for t in targets:
+        at = [r for r in rows if r["target_frac"] == t]
+        pct = [r["percentile"] for r in at if r["percentile"] is not None]
+        per_target.append(float(np.mean(pct)) if pct else None)
+        acc = float(np.mean([r["acc_mean"] for r in at]))
+        on_front += acc >= front_at(front, float(np.mean([r["cost"] for r in at])))
+    ranked = [r for r in rows if "tau_end" in r]
+    errors = [abs(r["latency_error"]) for r in rows if r["latency_error"] is not None]
+    return {
+        "targets": list(targets),
+        "percentile": per_target,
+        "percentile_mean": _mean_or_none(per_target),
+        "on_pareto_front": int(on_front),
+        "acc_mean": float(np.mean([r["acc_mean"] for r in rows])),
+        "ranking_tau_end": _mean_or_none([r["tau_end"] for r in ranked]),
+        "ranking_tau_warmup": _mean_or_none([r.get("tau_warmup") for r in ranked]),
+        "ranking_tau_end_by_tercile": _mean_lists([r["tau_end_by_tercile"] for r in ranked]),
+        "latency_error_max": max(errors) if errors else None,
+        "search_wall_s": _mean_or_none([r["search_wall_s"] for r in rows]),
+        "peak_rss_mb": _mean_or_none([r["peak_rss_mb"] for r in rows]),
+    }
 
 
 def _mean_or_none(values: list[Any]) -> float | None:
@@ -781,6 +903,16 @@ def plot(path: Path, gt_rows, front, search_rows, random_rows, table, s: Setting
             zorder=3,
             label=f"searched ({est})",
         )
+    for i, label in enumerate(s.variants):
+        rows = [r for r in search_rows if r["variant"] == label]
+        ax.scatter(
+            [r["cost"] for r in rows],
+            [100 * r["acc_mean"] for r in rows],
+            marker="PXdvp<>h"[i % 8],
+            s=60,
+            zorder=3,
+            label=label,
+        )
     if random_rows:
         ax.scatter(
             [r["cost"] for r in random_rows],
@@ -800,6 +932,28 @@ def plot(path: Path, gt_rows, front, search_rows, random_rows, table, s: Setting
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def parse_variant(
+    text: str, parser: argparse.ArgumentParser, default_targets: tuple[float, ...]
+) -> tuple[str, tuple[tuple[str, ...], tuple[float, ...]]]:
+    """'label[@t,t…]: key=value key=value' → (label, (overrides, targets))."""
+    head, sep, rest = text.partition(":")
+    label, at, targets_text = head.strip().partition("@")
+    usage = "expected 'LABEL[@FRAC,FRAC…]: OVERRIDE …' (LABEL: letters, digits, _, -)"
+    if not sep or not label.replace("_", "").replace("-", "").isalnum():
+        parser.error(f"--variant {text!r}: {usage}")
+    if label in ("all_paths", "two_path", "reinforce", "random"):
+        parser.error(f"--variant {text!r}: {label!r} names a baseline row; choose another label")
+    targets = default_targets
+    if at:
+        try:
+            targets = tuple(float(t) for t in targets_text.split(","))
+        except ValueError:
+            parser.error(f"--variant {text!r}: targets must be fractions like @0.25,0.5; {usage}")
+        if not all(0 < t < 1 for t in targets):
+            parser.error(f"--variant {text!r}: targets are fractions of the range, in (0, 1)")
+    return label, (tuple(rest.split()), targets)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -826,6 +980,15 @@ def main(argv: list[str] | None = None) -> None:
         nargs="*",
         default=[],
         help="extra Hydra overrides for the searches only (schedule.sampler=sandwich …)",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="'LABEL: OVERRIDE …'",
+        help="a search variant judged beside the plain search (repeatable), e.g. "
+        "'zico_init: init.alpha=zico' or 'zeroshot@0.25,0.5,0.75: strategy=zeroshot' "
+        "(default target: the middle one)",
     )
     p.add_argument("--no-random-search", action="store_true", help="skip that baseline")
     p.add_argument("--device", default="auto")
@@ -865,6 +1028,8 @@ def main(argv: list[str] | None = None) -> None:
             setattr(s.search, attr, getattr(a, name))
     s.overrides, s.device, s.threads = tuple(a.set), a.device, a.threads
     s.search_overrides, s.random_search = tuple(a.search_set), not a.no_random_search
+    mid = s.targets[len(s.targets) // 2]
+    s.variants = dict(parse_variant(v, p, (mid,)) for v in a.variant)
     out = Path(a.out)
     cache = Path(a.cache) if a.cache else out.parent / "gt_cache"
     run(s, out, cache, a.workers, a.ground_truth_only)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +13,62 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench():  # type: ignore[no-untyped-def]
+    """benchmarks/search_quality.py as a module (it is a script, not part of the package)."""
+    if "search_quality" in sys.modules:
+        return sys.modules["search_quality"]
+    path = REPO / "benchmarks" / "search_quality.py"
+    spec = importlib.util.spec_from_file_location("search_quality", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["search_quality"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_variants_are_parsed_and_bad_ones_named() -> None:
+    bench = _bench()
+    parser = argparse.ArgumentParser()
+    got = bench.parse_variant("zico_init: init.alpha=zico prune.keep=3", parser, (0.5,))
+    assert got == ("zico_init", (("init.alpha=zico", "prune.keep=3"), (0.5,)))
+    got = bench.parse_variant("zs@0.25,0.75: strategy=zeroshot", parser, (0.5,))
+    assert got == ("zs", (("strategy=zeroshot",), (0.25, 0.75)))
+    for bad in ("no colon here", "all_paths: estimator=all_paths", "a@x: b=1", "a@1.5: b=1"):
+        with pytest.raises(SystemExit):
+            bench.parse_variant(bad, parser, (0.5,))
+
+
+def test_tau_by_tercile_ranks_within_each_cost_band() -> None:
+    bench = _bench()
+    cost = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    acc = [1, 2, 3, 3, 2, 1, 1, 2, 3]  # rising, falling, rising within the thirds
+    assert bench.tau_by_tercile(acc, acc, cost) == [1.0, 1.0, 1.0]
+    assert bench.tau_by_tercile(list(range(9)), acc, cost) == [1.0, -1.0, 1.0]
+
+
+def test_a_search_with_other_settings_is_moved_aside_not_reused(tmp_path: Path) -> None:
+    bench = _bench()
+    rd = tmp_path / "run"
+    rd.mkdir()
+    (rd / "quality.json").write_text(json.dumps({"overrides": ["a=1"], "arch": "x"}))
+    assert bench._cached(rd, ["a=1"])["arch"] == "x"
+    assert bench._cached(rd, ["a=2"]) is None
+    assert not rd.exists() and len(list(tmp_path.glob("run.stale-*"))) == 1
+
+
+def test_peak_rss_sees_memory_taken_inside_the_block() -> None:
+    bench = _bench()
+    with bench.PeakRSS() as before:
+        pass
+    with bench.PeakRSS() as rss:
+        block = bytearray(200 * 2**20)
+        block[:: 4096] = b"x" * len(block[:: 4096])  # touch every page
+        import time
+
+        time.sleep(0.2)
+    del block
+    assert rss.peak_mb >= before.peak_mb + 150
 
 
 @pytest.mark.slow
@@ -23,6 +81,7 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
         "--workers", "1", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
         "--set", "data.clutter_train_samples=600", "data.clutter_test_samples=100",
         "++data.heldout_per_class=10",
+        "--variant", "zs: strategy=zeroshot zeroshot.population=4 zeroshot.iterations=4",
     ]  # fmt: skip
     env_extra = {"PROXYLESS_CACHE": str(tmp_path / "data")}
     done = subprocess.run(
@@ -45,6 +104,12 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
     ):
         assert key in summary, key
     assert len(summary["searched_percentile"]) == 1
+    zs = summary["variants"]["zs"]
+    assert zs["targets"] == [0.5] and len(zs["percentile"]) == 1
+    assert zs["ranking_tau_end"] is None  # zero-shot: no supernet to rank with
+    assert zs["peak_rss_mb"] > 50
+    assert len([r for r in rows if r.get("variant") == "zs"]) == 2  # two seeds
+    assert len(summary["ranking_tau_end_by_tercile"]) == 3
     assert -1.0 <= summary["ranking_tau_end"] <= 1.0
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 10_000
     # A second run reuses every trained arch and search: nothing is trained again.
