@@ -115,9 +115,14 @@ class ShiftSampler:
         return total
 
     def bin_of(self, costs: torch.Tensor) -> torch.Tensor:
-        """Bin k holds costs in [edge_k, edge_k+1) (the outer edges: ±∞)."""
+        """Bin k holds costs in [edge_k, edge_k+1) (the outer edges: ±∞). Compared, not
+        `torch.bucketize`, which wakes every intra-op thread even for a few hundred values."""
         inner = torch.tensor(self.inner_edges, dtype=torch.float64)
-        return torch.bucketize(costs, inner, right=True)
+        return (costs.unsqueeze(1) >= inner).sum(1)
+
+    def bounds(self, k: int) -> tuple[float, float]:
+        lo = self.inner_edges[k - 1] if k > 0 else -math.inf
+        return lo, self.inner_edges[k] if k < self.k - 1 else math.inf
 
     def _mass(self, costs: torch.Tensor) -> list[float]:
         counts = torch.bincount(self.bin_of(costs), minlength=self.k)
@@ -136,13 +141,12 @@ class ShiftSampler:
         k = int(torch.multinomial(p, 1, generator=generator))
         paths = self.uniform_paths(MAX_TRIES, generator)
         costs = self.path_costs(paths)
-        inside = (self.bin_of(costs) == k).nonzero().flatten()
+        lo, hi = self.bounds(k)
+        inside = ((costs >= lo) & (costs < hi)).nonzero().flatten()
         if len(inside):
             i = int(inside[0])
             self.hits += 1
         else:  # the closest: distance to the bin's interval
-            lo = self.inner_edges[k - 1] if k > 0 else -math.inf
-            hi = self.inner_edges[k] if k < self.k - 1 else math.inf
             i = int(((lo - costs).clamp_min(0) + (costs - hi).clamp_min(0)).argmin())
             self.misses += 1
         self.steps[k] += 1
