@@ -1,8 +1,8 @@
-"""The search loop: warmup (weights on uniformly sampled paths, α frozen), then epochs in
-which every training batch is a weight step and every `arch_every`-th batch also an arch
-step on the next held-out batch. Reads top to bottom; the moves themselves live in
-`proxyless.steps`, checkpoint contents in `search_state`, reporting in `search_report`, the
-run machinery shared with training in `proxyless.run`.
+"""The search loop: warmup (weights on uniformly sampled paths, or by cost bin with
+`warmup.sampler=shift`; α frozen), then epochs in which every training batch is a weight step
+and every `arch_every`-th batch also an arch step on the next held-out batch. Reads top to
+bottom; the moves themselves live in `proxyless.steps`, checkpoint contents in `search_state`,
+reporting in `search_report`, the run machinery shared with training in `proxyless.run`.
 
 >>> cfg = SearchConfig(run_dir="/tmp/run")  # doctest: +SKIP
 >>> search(cfg).metrics["test_acc"]  # doctest: +SKIP
@@ -56,6 +56,7 @@ from .search_config import SearchConfig
 from .search_report import Reporter, derived_stats, epoch_scalars, epoch_stats, summary_table
 from .search_setup import Parts, build_parts
 from .search_state import SearchError
+from .shift_sampler import ShiftSampler
 from .steps import arch_step, weight_step
 from .supernet import SuperNet
 from .zeroshot_search import finished as zeroshot_finished
@@ -185,6 +186,7 @@ class _Search:
         self.progress = ckpt.Progress()
         if state is not None:
             self._restore(state)
+        self.shift = self._shift_sampler(state)  # after the restore: a pruned net's members
         broadcast_parameters(self.net, ctx)  # ranks start equal (same seed; this makes sure)
         purge = self.progress.global_step if run.resuming else None
         self.reporter = Reporter(run.path, cfg.log.tensorboard and self.main, purge)
@@ -213,6 +215,29 @@ class _Search:
                 g.global_step,
             )
 
+    def _shift_sampler(self, state: dict[str, Any] | None) -> ShiftSampler | None:
+        """warmup.sampler=shift: bins of this search's costs over the layers' members; a
+        resumed run takes its saved bins, probabilities and window."""
+        w = self.cfg.warmup
+        if w.sampler != "shift":
+            return None
+        costs = self.hw.costs
+        shift = ShiftSampler(
+            costs.per_layer,
+            costs.fixed,
+            [layer.members() for layer in self.net.layers],
+            bins=w.bins,
+            ema=w.ema,
+            temperature=w.temperature,
+            epsilon=w.epsilon,
+            seed=self.cfg.seed,
+            device=self.ctx.device,
+            unit=costs.unit,
+        )
+        if state is not None and state.get("shift") is not None:
+            shift.load_state_dict(state["shift"])
+        return shift
+
     def guard(self, epoch: int) -> None:
         """Stop (raise) if a weight step since the last check had a non-finite loss: one host
         sync. Called before anything is written, so no file holds post-NaN state."""
@@ -230,6 +255,8 @@ class _Search:
 
     def checkpoint(self) -> None:
         sync_buffers(self.net, self.ctx)  # BN running stats: the average over ranks
+        if self.shift is not None:
+            self.shift.sync_window(self.ctx)
         if not self.main:
             return
         p = self.parts
@@ -244,6 +271,7 @@ class _Search:
             history=self.history,
             costs=self.hw.to_dict(),
             total_steps=p.total_steps,
+            shift=self.shift.state_dict() if self.shift is not None else None,
         )
         ckpt.save(self.rundir.checkpoint, state)
         g = self.progress
@@ -340,8 +368,12 @@ class _Search:
         lr = lr_at(g.global_step, self.parts.total_steps, cfg.optim, self.parts.per_epoch)
         set_lr(self.parts.weight_opt, lr)
         largest = cfg.schedule.sampler == "sandwich" and step % 2 == 1
+        shift_bin = None  # warmup.sampler=shift: the cost bin this step's path was drawn from
         if largest:
             self.net.set_paths(self.net.largest_path())
+        elif warm and self.shift is not None:
+            shift_bin, path = self.shift.draw(gen)
+            self.net.set_paths(path)
         with self.precision.autocast():
             loss, logits = weight_step(
                 self.net,
@@ -351,11 +383,16 @@ class _Search:
                 gen,
                 warm,
                 cfg.optim.label_smoothing,
-                resample=not largest,
+                resample=not largest and shift_bin is None,
             )
         first_bad = (self.bad_step == 0) & ~torch.isfinite(loss)
         self.bad_step = torch.where(first_bad, step, self.bad_step)
         self.bad_loss = torch.where(first_bad, loss.float(), self.bad_loss)
+        if shift_bin is not None:
+            self.shift.record(shift_bin, loss)  # type: ignore[union-attr]
+        if warm and self.shift is not None and step % cfg.warmup.update_every == 0:
+            self.guard(epoch)  # a NaN loss must not reach p
+            self.reporter.scalars(step, self.shift_update())
         scalars = {}
         if not warm and (g.step_in_epoch + 1) % cfg.schedule.arch_every == 0:
             self.guard(epoch)  # α must not learn from (or sample with) NaN weights
@@ -378,6 +415,15 @@ class _Search:
         if cfg.debug.step_delay_s:
             time.sleep(cfg.debug.step_delay_s)
         return loss, acc, logged
+
+    def shift_update(self) -> dict[str, float]:
+        """New bin probabilities from the window's losses (one host sync); their scalars."""
+        assert self.shift is not None
+        p = self.shift.update(self.ctx)
+        scalars = {f"shift/p_{k}": v for k, v in enumerate(p)}
+        if self.shift.hit_rate is not None:
+            scalars["shift/hit_rate"] = self.shift.hit_rate
+        return scalars
 
     def arch(self, gen: torch.Generator, step: int, epoch: int) -> dict[str, float]:
         """One arch step on the next held-out batch; returns its scalars."""
@@ -427,6 +473,9 @@ class _Search:
         stats["heldout_acc"] = self.heldout_sums[0] / n_held if n_held else None
         self.heldout_sums = [0.0, 0]
         self.history["epochs"].append(stats)
+        if warm and self.shift is not None and epoch + 1 == self.cfg.schedule.warmup_epochs:
+            self.history["shift"] = self.shift.summary()
+            (log.info if self.main else log.debug)("end of warmup: %s", self.shift.describe())
         self.reporter.scalars(g.global_step, epoch_scalars(stats))
         if self.cfg.log.heatmap and not warm and self.main:
             title = f"p per layer after epoch {epoch + 1}/{self.parts.total_epochs}"
@@ -498,7 +547,9 @@ class _Search:
             "run_dir": str(run_dir),
             "wall_s": time.time() - t0,
         }
-        _dump_rank(self.cfg, self.ctx, net)
+        if self.shift is not None:  # warmup.sampler=shift: bins, final p, bin-hit rate
+            metrics["shift"] = self.shift.summary()
+        _dump_rank(self.cfg, self.ctx, net, self.shift)
         self.reporter.scalars(self.progress.global_step, {"test/acc": metrics["test_acc"]})
         self.reporter.close()
         if main:
@@ -557,7 +608,9 @@ def _warm_start(cfg: SearchConfig, parts: Parts, run_dir: Path | None) -> None:
         write_json(run_dir / "init_alpha.json", record)
 
 
-def _dump_rank(cfg: SearchConfig, ctx: DistContext, net: SuperNet) -> None:
+def _dump_rank(
+    cfg: SearchConfig, ctx: DistContext, net: SuperNet, shift: ShiftSampler | None = None
+) -> None:
     """debug.rank_dump_dir: what each rank ended with, to check that ranks agree."""
     if not cfg.debug.rank_dump_dir:
         return
@@ -576,5 +629,6 @@ def _dump_rank(cfg: SearchConfig, ctx: DistContext, net: SuperNet) -> None:
         "alpha_sha256": digest(alphas),
         "buffers_sha256": digest(buffers),
         "alpha": [a.tolist() for a in alphas],
+        "shift_p": shift.p if shift is not None else None,  # warmup.sampler=shift
     }
     write_json(Path(cfg.debug.rank_dump_dir) / f"rank{ctx.rank}.json", record)

@@ -58,8 +58,8 @@ SAMPLERS = ("uniform", "sandwich")
 
 @dataclass
 class ScheduleConfig:
-    """Warmup epochs (weights only, uniform paths), then search epochs (weights every
-    batch, α every `arch_every` batches). `steps_per_epoch` caps an epoch (quick runs)."""
+    """Warmup epochs (weights only, α frozen; paths: `warmup.sampler`), then search epochs
+    (weights every batch, α every `arch_every` batches). `steps_per_epoch` caps an epoch."""
 
     warmup_epochs: int = 40
     epochs: int = 120
@@ -70,6 +70,43 @@ class ScheduleConfig:
     # rest, so shared weights learn the task even when single random paths barely do
     # (benchmarks/supernet_learning.py).
     sampler: str = "uniform"
+
+
+WARMUP_SAMPLERS = ("uniform", "shift")
+
+
+@dataclass
+class WarmupConfig:
+    """Which path a warmup weight step trains (sandwich's largest-path steps stay as they
+    are). uniform: a uniformly drawn path (the paper). shift: ShiftNAS-style complexity-aware
+    sampling (`proxyless.shift_sampler`): `bins` quantile bins of the path cost (the search's
+    cost model: latency table, FLOPs or params, whatever the objective), bin k drawn with
+    p_k = (1 − epsilon)·softmax(Δ_k / temperature) + epsilon / bins, where Δ_k is the bin's
+    relative loss improvement per update (its loss EMA, factor `ema`, before minus after,
+    over after), updated every `update_every` steps; then a path of that bin."""
+
+    sampler: str = "uniform"
+    bins: int = 4
+    ema: float = 0.9
+    temperature: float = 0.01
+    epsilon: float = 0.1
+    update_every: int = 20
+
+    def __post_init__(self) -> None:
+        if self.sampler not in WARMUP_SAMPLERS:
+            raise ConfigError(
+                f"warmup.sampler={self.sampler!r} is not one of: {', '.join(WARMUP_SAMPLERS)}"
+            )
+        if self.bins < 2:
+            raise ConfigError(f"warmup.bins={self.bins} must be >= 2 (cost bins of the paths)")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"warmup.ema={self.ema} must be in [0, 1)")
+        if not self.temperature > 0.0:
+            raise ConfigError(f"warmup.temperature={self.temperature} must be > 0")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ConfigError(f"warmup.epsilon={self.epsilon} must be in [0, 1]")
+        if self.update_every < 1:
+            raise ConfigError(f"warmup.update_every={self.update_every} must be >= 1")
 
 
 @dataclass
@@ -163,6 +200,7 @@ class SearchConfig:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
     derive: DeriveConfig = field(default_factory=DeriveConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -263,4 +301,6 @@ def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     """The part of a config dict a resumed run must share with the run it continues."""
     out = {k: v for k, v in cfg.items() if k not in RESUMABLE_CHANGES}
     out["data"] = {k: v for k, v in cfg["data"].items() if k not in _DATA_RESUMABLE}
+    # Runs from before `warmup` existed sampled warmup paths uniformly: its defaults.
+    out.setdefault("warmup", dataclasses.asdict(WarmupConfig()))
     return out

@@ -3,7 +3,8 @@
 A checkpoint describes itself (kind, version, config, step, epoch) and holds every piece of
 state that the next step depends on: weights and α, both optimizers, the LR schedule, the
 estimator's state (e.g. the REINFORCE baseline), the global RNGs (data augmentation) and
-the positions of the train and held-out loaders. Path sampling needs no saved state: its
+the positions of the train and held-out loaders, and the shift sampler's bins, probabilities
+and loss window (`warmup.sampler=shift`). Path sampling needs no other saved state: its
 generator is re-seeded from (seed, global step) every step. Only tensors and plain Python
 values are stored, so it loads with ``torch.load(weights_only=True)``.
 """
@@ -55,6 +56,7 @@ def make_checkpoint(
     history: dict[str, Any],
     costs: dict[str, Any],
     total_steps: int,
+    shift: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train order is a function of (data seed, epoch): the position is `step_in_epoch`. The
     learning rate is a function of the step (`run.lr_at`): the schedule needs no state."""
@@ -74,6 +76,7 @@ def make_checkpoint(
         "heldout": heldout.state_dict() if heldout is not None else None,
         "history": history,
         "costs": costs,
+        "shift": shift,  # `ShiftSampler.state_dict()`; None: warmup.sampler=uniform
     }
 
 

@@ -139,3 +139,31 @@ def test_two_rank_train_resume_matches_an_uninterrupted_run(search_run: Path) ->
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k].double(), b[k].double(), atol=1e-6), k
+
+
+def test_two_rank_shift_warmup_gives_every_rank_the_same_bin_probabilities(
+    tmp_path: Path,
+) -> None:
+    """warmup.sampler=shift: the ranks' losses differ (their shards), so only the all-reduce
+    before each update keeps p, and with it the sampled paths, equal on every rank."""
+    _torchrun(
+        "proxyless.cli.search",
+        "debug=fast",
+        "device=cpu",
+        "warmup.sampler=shift",
+        "warmup.update_every=1",
+        "warmup.temperature=0.001",
+        "schedule.sampler=uniform",  # every warmup step from the shift sampler
+        "schedule.warmup_epochs=3",
+        "schedule.epochs=0",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"debug.rank_dump_dir={tmp_path / 'ranks'}",
+        cwd=tmp_path,
+    )
+    ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["shift_p"] == ranks[1]["shift_p"]
+    assert ranks[0]["shift_p"] != [0.25] * 4  # p moved, from losses of both ranks
+    assert ranks[0]["buffers_sha256"] == ranks[1]["buffers_sha256"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    shift = summary["shift"]
+    assert shift["p"] == ranks[0]["shift_p"] and sum(shift["steps_per_bin"]) == summary["steps"]

@@ -288,6 +288,8 @@ HINTS = [
     ("search", [], "hydra.run.dir=/tmp/elsewhere", "hydra.run.dir=..."),
     ("search", [], "optim.arch_lr=0.001", "optim.arch_lr"),
     ("search", [], "objective=none", "objective=none"),
+    ("search", ["warmup.sampler=shift"], "warmup.sampler=uniform", "use warmup.sampler=uniform"),
+    ("search", ["warmup.sampler=shift"], "warmup.bins=2", "lower warmup.bins"),
     ("train", [], "resume=true", "then resume=true"),
     ("train", [], "out_dir=/tmp/elsewhere", '"out_dir"'),
     ("train", [], "optim.grad_clip=1.0", "set optim.grad_clip"),
