@@ -307,18 +307,23 @@ def search_job(
 
 
 def _cached(rd: Path, overrides: list[str]) -> dict[str, Any] | None:
-    """The stored result of a finished search run with exactly these overrides; a run with
-    other settings (or an unfinished one) is moved aside, so the search starts afresh."""
+    """The stored result of a finished search run with these overrides (where the run
+    directory is does not matter: runs copied between benchmark outputs are reused); a run
+    with other settings (or an unfinished one) is moved aside, so the search starts afresh."""
     done = rd / "quality.json"
     if done.is_file():
         row = json.loads(done.read_text())
-        if row.get("overrides") == overrides:
+        if _settings(row.get("overrides") or []) == _settings(overrides):
             return row
     if rd.exists():
         stale = rd.with_name(f"{rd.name}.stale-{int(time.time())}")
         logging.getLogger("proxyless").warning("%s: settings changed; moved to %s", rd, stale)
         rd.rename(stale)
     return None
+
+
+def _settings(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if not o.startswith("run_dir=")]
 
 
 class PeakRSS:

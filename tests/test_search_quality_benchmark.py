@@ -51,8 +51,9 @@ def test_a_search_with_other_settings_is_moved_aside_not_reused(tmp_path: Path) 
     bench = _bench()
     rd = tmp_path / "run"
     rd.mkdir()
-    (rd / "quality.json").write_text(json.dumps({"overrides": ["a=1"], "arch": "x"}))
-    assert bench._cached(rd, ["a=1"])["arch"] == "x"
+    row = {"overrides": ["a=1", f"run_dir={tmp_path / 'elsewhere'}"], "arch": "x"}
+    (rd / "quality.json").write_text(json.dumps(row))
+    assert bench._cached(rd, ["a=1", f"run_dir={rd}"])["arch"] == "x"  # copied runs count
     assert bench._cached(rd, ["a=2"]) is None
     assert not rd.exists() and len(list(tmp_path.glob("run.stale-*"))) == 1
 
