@@ -298,12 +298,39 @@ def search_job(
     if gt_archs is not None and result.net is not None:
         archs = [Arch.from_dict(a) for a in gt_archs]
         held, calib = _eval_batches(plain, s.calib_batches)
-        row["inherited_end"] = inherited_accuracy(result.net, archs, held, calib)
+        if (rd / "gm.json").is_file():  # few-shot: each arch in the leaf that holds it
+            row["inherited_end"] = inherited_by_leaf(rd, plain, archs, held, calib)
+        else:
+            row["inherited_end"] = inherited_accuracy(result.net, archs, held, calib)
         if (rd / "checkpoints" / "warmup.pt").is_file():
             warm = _load_net(rd, "warmup.pt", plain)
             row["inherited_warmup"] = inherited_accuracy(warm, archs, held, calib)
     (rd / "quality.json").write_text(json.dumps(row))
     return row
+
+
+def inherited_by_leaf(
+    rd: Path, plain: dict[str, Any], archs: list, held: list, calib: list
+) -> list[float]:
+    """A GM search's ranking: every arch evaluated with the weights of the leaf
+    sub-supernet whose groups hold it (the leaves partition the space)."""
+    from proxyless.ranking import inherited_accuracy
+
+    leaves = json.loads((rd / "gm.json").read_text())["leaves"]
+    accs: list[float | None] = [None] * len(archs)
+    for leaf in leaves:
+        mine = [
+            i
+            for i, a in enumerate(archs)
+            if all(str(a.ops[int(k)]) in ops for k, ops in leaf["groups"].items())
+        ]
+        if mine:
+            net = _load_net(rd, f"gm_{leaf['id']}.pt", plain)
+            for i, acc in zip(mine, inherited_accuracy(net, [archs[i] for i in mine], held, calib)):
+                accs[i] = acc
+    if any(a is None for a in accs):
+        raise RuntimeError(f"{rd}: some archs fall in no GM leaf; the leaves must partition")
+    return accs  # type: ignore[return-value]
 
 
 def _cached(rd: Path, overrides: list[str]) -> dict[str, Any] | None:
