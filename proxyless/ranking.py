@@ -28,6 +28,9 @@ from .space import SearchSpace
 from .supernet import SuperNet
 
 
+BN_CALIB_BATCHES = 20  # training batches that re-estimate BatchNorm on a derived path
+
+
 @contextmanager
 def bn_recalibrated(
     net: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | None = None
