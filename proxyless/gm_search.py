@@ -320,12 +320,9 @@ def dissimilarity_figure(d: list[list[float]], names: list[str], title: str) -> 
     im = ax.imshow(d, cmap="magma", vmin=0.0, aspect="equal")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
-    for i, row in enumerate(d):
-        for j, v in enumerate(row):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="grey")
     ax.set_title(title, fontsize=7)
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.22, bottom=0.22, right=0.95, top=0.92)
     return fig
 
 

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from latency.atomic import atomic_write_bytes
@@ -73,12 +74,22 @@ class Reporter:
 
     def figure(self, tag: str, step: int, fig: Any, png: Path | None = None) -> None:
         """A matplotlib figure as a TensorBoard image (if enabled) and, with `png`, into
-        that file (atomically)."""
+        that file (atomically). Drawn once for both (drawing is the slow part)."""
+        if self.writer is None and png is None:
+            return
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        fig.set_dpi(120)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        rgba = np.asarray(canvas.buffer_rgba())
         if self.writer is not None:
-            self.writer.add_figure(tag, fig, step, close=False)
+            self.writer.add_image(tag, rgba[..., :3], step, dataformats="HWC")
         if png is not None:
+            from PIL import Image
+
             buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=120)
+            Image.fromarray(rgba).save(buf, format="png")
             atomic_write_bytes(png, buf.getvalue())
 
     def close(self) -> None:
