@@ -174,3 +174,19 @@ def test_two_splits_give_four_leaves_and_the_plain_step_count(tmp_path: Path) ->
     assert tree[1]["layer"] != tree[0]["layer"] and tree[2]["layer"] != tree[0]["layer"]
     assert [x["id"] for x in m["gm"]["leaves"]] == ["0.0", "0.1", "1.0", "1.1"]
     assert (tmp_path / f"gm_0_layer{tree[1]['layer']}.png").is_file()
+
+
+def test_gm_overrides_compose_on_the_command_line() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from proxyless.cli._common import config_dir, override_error, to_plain
+
+    over = ["gm.splits=[4,8]", "gm.ways=3", "gm.batches=5", "run_dir=x"]
+    assert override_error("search", over) is None
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = SearchConfig.from_dict(to_plain(compose(config_name="search", overrides=over)))
+    assert (cfg.gm.splits, cfg.gm.ways, cfg.gm.batches) == ([4, 8], 3, 5)
+    assert "gm.splits" in (override_error("search", ["gm.split=[4]"]) or "")
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        default = SearchConfig.from_dict(to_plain(compose(config_name="search")))
+    assert default.gm.splits == [] and default.gm.ways == 2 and default.gm.batches == 10
