@@ -15,7 +15,9 @@ from proxyless.supernet import SuperNet
 
 
 def stirling2(n: int, k: int) -> int:
-    return sum((-1) ** i * math.comb(k, i) * (k - i) ** n for i in range(k + 1)) // math.factorial(k)
+    return sum((-1) ** i * math.comb(k, i) * (k - i) ** n for i in range(k + 1)) // math.factorial(
+        k
+    )
 
 
 @pytest.mark.parametrize(("n", "ways"), [(2, 2), (4, 2), (5, 3), (7, 2), (7, 3), (3, 3)])
