@@ -27,6 +27,8 @@ from .arch import Arch
 from .space import SearchSpace
 from .supernet import SuperNet
 
+BN_CALIB_BATCHES = 20  # training batches that re-estimate BatchNorm on a derived path
+
 
 @contextmanager
 def bn_recalibrated(

@@ -38,8 +38,9 @@ from .distributed import (
     sync_buffers,
     synced,
 )
+from .gm_search import GMSearch, peak_memory_mb
 from .hardware import measured_latency
-from .ranking import bn_recalibrated
+from .ranking import BN_CALIB_BATCHES, bn_recalibrated
 from .run import (
     Precision,
     RunDir,
@@ -65,7 +66,6 @@ from .zeroshot_search import zeroshot_search
 __all__ = ["SearchConfig", "SearchError", "SearchResult", "search"]
 
 log = logging.getLogger("proxyless.search")
-BN_CALIB_BATCHES = 20  # training batches that re-estimate BatchNorm on the derived path
 NAN_HINT = "Lower optim.lr / optim.arch_lr, or check the data"
 
 
@@ -184,9 +184,12 @@ class _Search:
         self.history: dict[str, Any] = {"epochs": []}
         self.heldout_sums: list[float] = [0.0, 0]  # this epoch's arch steps: acc sum, count
         self.progress = ckpt.Progress()
+        self.shift: ShiftSampler | None = None
         if state is not None:
             self._restore(state)
         self.shift = self._shift_sampler(state)  # after the restore: a pruned net's members
+        # gm.splits: the split tree (None: one supernet, the plain search)
+        self.gm = GMSearch(self, state and state.get("gm")) if cfg.gm.splits else None
         broadcast_parameters(self.net, ctx)  # ranks start equal (same seed; this makes sure)
         purge = self.progress.global_step if run.resuming else None
         self.reporter = Reporter(run.path, cfg.log.tensorboard and self.main, purge)
@@ -195,6 +198,19 @@ class _Search:
         self.last_line = time.monotonic()  # without bars: when the last progress line went out
 
     def _restore(self, state: dict[str, Any]) -> None:
+        self.load(state)
+        if self.main:
+            g = self.progress
+            log.info(
+                "resumed %s after %d epoch(s), at step %d",
+                self.rundir.checkpoint,
+                g.epoch,
+                g.global_step,
+            )
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Put a checkpoint's search state into the net, optimisers, estimator and loaders
+        (a resume, or a GM sub-supernet taking its turn)."""
         p = self.parts
         self.progress = ckpt.restore(
             state,
@@ -206,14 +222,19 @@ class _Search:
         )
         match_state_layout(p.weight_opt)
         self.history = state["history"]
-        if self.main:
-            g = self.progress
-            log.info(
-                "resumed %s after %d epoch(s), at step %d",
-                self.rundir.checkpoint,
-                g.epoch,
-                g.global_step,
-            )
+        if self.shift is not None and state.get("shift") is not None:
+            self.shift.load_state_dict(state["shift"])  # a GM child: its parent's sampler
+
+    @property
+    def per_epoch(self) -> int:
+        """Weight steps per epoch: all batches, or a GM sub-supernet's share of them."""
+        per_epoch = self.parts.per_epoch
+        return per_epoch if self.gm is None else self.gm.node.share(per_epoch)
+
+    def lr_step(self) -> int:
+        """The step of the plain schedule whose learning rate the next weight step takes."""
+        step = self.progress.global_step
+        return step if self.gm is None else self.gm.node.lr_step(step)
 
     def _shift_sampler(self, state: dict[str, Any] | None) -> ShiftSampler | None:
         """warmup.sampler=shift: bins of this search's costs over the layers' members; a
@@ -253,12 +274,8 @@ class _Search:
                 SearchError,
             )
 
-    def checkpoint(self) -> None:
-        sync_buffers(self.net, self.ctx)  # BN running stats: the average over ranks
-        if self.shift is not None:
-            self.shift.sync_window(self.ctx)
-        if not self.main:
-            return
+    def state(self) -> dict[str, Any]:
+        """The checkpoint of this moment (tensors are the live ones: save or copy it)."""
         p = self.parts
         state = ckpt.make_checkpoint(
             config=self.cfg.to_dict(),
@@ -273,9 +290,21 @@ class _Search:
             total_steps=p.total_steps,
             shift=self.shift.state_dict() if self.shift is not None else None,
         )
+        if self.gm is not None:
+            state["gm"] = self.gm.state()
+        return state
+
+    def checkpoint(self) -> None:
+        sync_buffers(self.net, self.ctx)  # BN running stats: the average over ranks
+        if self.shift is not None:
+            self.shift.sync_window(self.ctx)
+        if not self.main:
+            return
+        state = self.state()
         ckpt.save(self.rundir.checkpoint, state)
         g = self.progress
         at_warmup_end = g.epoch == self.cfg.schedule.warmup_epochs and g.step_in_epoch == 0
+        at_warmup_end &= self.gm is None or self.gm.node.id == "root"  # not a GM child's start
         if self.cfg.checkpoint.keep_warmup and at_warmup_end:  # before any arch step
             ckpt.save(self.rundir.checkpoint.with_name("warmup.pt"), state)
 
@@ -289,13 +318,18 @@ class _Search:
             len(self.net.layers),
             self.hw.describe(),
         )
-        total, start = self.parts.total_epochs, self.progress.epoch
+        total = self.parts.total_epochs
         self.net.train()
-        bar = tqdm(range(start, total), "search", disable=not self.show, initial=start, total=total)
+        bar = tqdm(desc="search", disable=not self.show, initial=self.progress.epoch, total=total)
         try:
-            for epoch in bar:
-                stats = self.epoch(epoch)
-                bar.set_postfix(cost=f"{stats['expected_cost']:.4g}")
+            while True:  # one supernet; with gm.splits, each of the tree's in turn
+                stop = total if self.gm is None else self.gm.stop_epoch(total)
+                for epoch in range(self.progress.epoch, stop):
+                    stats = self.epoch(epoch)
+                    bar.n = epoch + 1
+                    bar.set_postfix(cost=f"{stats['expected_cost']:.4g}")
+                if self.gm is None or not self.gm.advance():
+                    break
         except BaseException:
             self.reporter.close()  # `result()` closes it after a run that ends normally
             raise
@@ -311,8 +345,10 @@ class _Search:
         sampler.start = g.step_in_epoch * cfg.data.batch_size  # type: ignore[attr-defined]
         zero = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
         sums: dict[str, Any] = {"loss": zero.clone(), "acc": zero.clone(), "n": 0}  # on device
-        per_epoch = self.parts.per_epoch
+        per_epoch = self.per_epoch
         desc = f"{'warmup' if warm else 'search'} {epoch + 1}"
+        if self.gm is not None:
+            desc += f" ({self.gm.node.id})"
         bar = tqdm(total=per_epoch, initial=g.step_in_epoch, desc=desc, disable=not self.show)
         for x, y in self.parts.loaders.train:
             if g.step_in_epoch >= per_epoch:
@@ -346,7 +382,7 @@ class _Search:
             self.parts.total_epochs,
             "warmup" if warm else "search",
             g.step_in_epoch,
-            self.parts.per_epoch,
+            self.per_epoch,
             g.global_step,
             float(loss),  # a host sync, every `progress_every_s` only
         )
@@ -365,7 +401,7 @@ class _Search:
         y = y.to(dev, non_blocking=True)
         if cfg.debug.inject_nan_at_step == step:
             x = torch.full_like(x, float("nan"))
-        lr = lr_at(g.global_step, self.parts.total_steps, cfg.optim, self.parts.per_epoch)
+        lr = lr_at(self.lr_step(), self.parts.total_steps, cfg.optim, self.parts.per_epoch)
         set_lr(self.parts.weight_opt, lr)
         largest = cfg.schedule.sampler == "sandwich" and step % 2 == 1
         shift_bin = None  # warmup.sampler=shift: the cost bin this step's path was drawn from
@@ -471,6 +507,8 @@ class _Search:
         stats = epoch_stats(net, epoch, warm, sums, self.hw.target, self.cfg.derive.tolerance)
         n_held = self.heldout_sums[1]
         stats["heldout_acc"] = self.heldout_sums[0] / n_held if n_held else None
+        if self.gm is not None:
+            stats["gm_node"] = self.gm.node.id
         self.heldout_sums = [0.0, 0]
         self.history["epochs"].append(stats)
         if warm and self.shift is not None and epoch + 1 == self.cfg.schedule.warmup_epochs:
@@ -546,9 +584,12 @@ class _Search:
             "calibration": costs.calibration,  # None: raw table sums (or not a latency table)
             "run_dir": str(run_dir),
             "wall_s": time.time() - t0,
+            "peak_mem_mb": peak_memory_mb(self.ctx.device),
         }
         if self.shift is not None:  # warmup.sampler=shift: bins, final p, bin-hit rate
             metrics["shift"] = self.shift.summary()
+        if self.gm is not None:
+            metrics["gm"] = self.gm.summary()
         _dump_rank(self.cfg, self.ctx, net, self.shift)
         self.reporter.scalars(self.progress.global_step, {"test/acc": metrics["test_acc"]})
         self.reporter.close()

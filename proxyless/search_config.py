@@ -188,11 +188,24 @@ class PruneConfig:
 
 
 @dataclass
+class GMConfig:
+    """Few-shot supernets by gradient matching (`proxyless.gm_search`). After each epoch in
+    `splits` (counted from 1) every supernet scores its not yet split layers on `batches`
+    training batches each, splits the best-scored one into `ways` sub-supernets, and these
+    train one after another on equal shares of the remaining weight steps. Empty: off."""
+
+    splits: list[int] = field(default_factory=list)
+    ways: int = 2
+    batches: int = 10
+
+
+@dataclass
 class SearchConfig:
     strategy: str = "differentiable"  # differentiable (ProxylessNAS) | zeroshot
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     init: InitConfig = field(default_factory=InitConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    gm: GMConfig = field(default_factory=GMConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
@@ -235,6 +248,7 @@ class SearchConfig:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy={self.strategy!r} is not one of: {', '.join(STRATEGIES)}")
         self._check_zeroshot()
+        self._check_gm()
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: use fp32, bf16 or fp16")
         if self.threads is not None and self.threads < 1:
@@ -273,6 +287,30 @@ class SearchConfig:
             raise ConfigError("init.temperature must be > 0 and init.paths >= 1")
         if z.batches < 1:
             raise ConfigError(f"zeroshot.batches={z.batches} must be >= 1 (ZiCo needs 2)")
+
+    def _check_gm(self) -> None:
+        g, total = self.gm, self.schedule.warmup_epochs + self.schedule.epochs
+        splits = list(g.splits)
+        if not splits:
+            return
+        if self.strategy != "differentiable":
+            raise ConfigError(f"gm.splits={splits} needs strategy=differentiable (a supernet)")
+        if any(not 1 <= e < total for e in splits) or splits != sorted(set(splits)):
+            raise ConfigError(
+                f"gm.splits={splits}: epochs (counted from 1) after which to split, increasing, "
+                f"each below the run's {total} epochs (warmup + search), so children train"
+            )
+        if g.ways < 2:
+            raise ConfigError(f"gm.ways={g.ways} must be >= 2 (groups per split)")
+        if g.batches < 1:
+            raise ConfigError(f"gm.batches={g.batches} must be >= 1 (batches per layer score)")
+        warmup = self.schedule.warmup_epochs
+        if self.warmup.sampler == "shift" and splits[0] < warmup:
+            raise ConfigError(
+                f"gm.splits={splits} with warmup.sampler=shift: the shift sampler's bins cover "
+                f"the whole space, so split at or after the warmup's end (epoch {warmup}), or "
+                "use warmup.sampler=uniform"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from latency.atomic import atomic_write_bytes
@@ -69,12 +70,26 @@ class Reporter:
         (atomically, replaced each epoch: the run directory shows the latest)."""
         if self.writer is None and png is None:
             return
-        fig = heatmap_figure(net, title)
+        self.figure("arch/probabilities", step, heatmap_figure(net, title), png)
+
+    def figure(self, tag: str, step: int, fig: Any, png: Path | None = None) -> None:
+        """A matplotlib figure as a TensorBoard image (if enabled) and, with `png`, into
+        that file (atomically). Drawn once for both (drawing is the slow part)."""
+        if self.writer is None and png is None:
+            return
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        fig.set_dpi(120)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        rgba = np.asarray(canvas.buffer_rgba())
         if self.writer is not None:
-            self.writer.add_figure("arch/probabilities", fig, step, close=False)
+            self.writer.add_image(tag, rgba[..., :3], step, dataformats="HWC")
         if png is not None:
+            from PIL import Image
+
             buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=120)
+            Image.fromarray(rgba).save(buf, format="png")
             atomic_write_bytes(png, buf.getvalue())
 
     def close(self) -> None:
@@ -113,10 +128,31 @@ def summary_table(metrics: dict[str, Any]) -> str:
     ]
     if metrics.get("strategy") == "zeroshot":
         rows = _zeroshot_rows(metrics, rows, num)
+    if metrics.get("gm"):
+        rows[1:1] = gm_rows(metrics["gm"], unit, num)
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 2 + max(len(v) for _, v in rows))
     body = "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
     return f"{line}\n{body}\n{line}"
+
+
+def gm_rows(gm: dict[str, Any], unit: str, num: Any) -> list[tuple[str, str]]:
+    """The split tree (one row per split) and the leaves GM chose among."""
+    rows = []
+    for t in gm["tree"]:
+        groups = " | ".join(" ".join(g) for g in t["groups"])
+        rows.append(
+            (f"gm split of {t['node']} (epoch {t['epoch']})",
+             f"layer {t['layer']} → {groups} (score {t['score']:.4f}) → {', '.join(t['children'])}")
+        )  # fmt: skip
+    for leaf in gm["leaves"]:
+        mark = "  ← chosen" if leaf["id"] == gm["chosen"] else ""
+        rows.append(
+            (f"gm leaf {leaf['id']}",
+             f"{num(leaf['cost'])} {unit}, held-out acc {num(leaf['heldout_acc'], '.4f')}{mark}")
+        )  # fmt: skip
+    rows.append(("peak memory", f"{num(gm['peak_mem_mb'], '.0f')} MiB"))
+    return rows
 
 
 def _zeroshot_rows(metrics: dict[str, Any], rows: list[tuple[str, str]], num: Any) -> list:

@@ -45,11 +45,15 @@ class SuperNet(nn.Module):
         return self.head(x)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[no-untyped-def, override]
-        """Also a pruned supernet's state (prune.keep): its layers' `allowed` masks are
-        registered before loading, so the saved masks load into them."""
+        """Also a pruned supernet's state (prune.keep, a GM sub-supernet): its layers'
+        `allowed` masks are registered before loading, so the saved masks load into them;
+        a strict load of a state without a layer's mask lifts that layer's restriction."""
         for i, layer in enumerate(self.layers):
-            if f"layers.{i}.allowed" in state_dict and "allowed" not in layer._buffers:
+            saved = f"layers.{i}.allowed" in state_dict
+            if saved and "allowed" not in layer._buffers:
                 layer.restrict(range(layer.num_candidates))
+            elif strict and not saved and "allowed" in layer._buffers:
+                del layer._buffers["allowed"]
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # --- parameter groups -------------------------------------------------------------

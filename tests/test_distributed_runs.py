@@ -167,3 +167,34 @@ def test_two_rank_shift_warmup_gives_every_rank_the_same_bin_probabilities(
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     shift = summary["shift"]
     assert shift["p"] == ranks[0]["shift_p"] and sum(shift["steps_per_bin"]) == summary["steps"]
+
+
+@pytest.mark.slow
+def test_two_rank_gm_search_splits_the_same_layer_on_every_rank(tmp_path: Path) -> None:
+    """gm.splits under torchrun: the ranks average their D, take the same split, train the
+    same children and choose the same leaf (identical α and BN buffers at the end)."""
+    _torchrun(
+        "proxyless.cli.search",
+        "debug=fast",
+        "device=cpu",
+        "gm.splits=[1]",
+        "gm.batches=1",
+        "log.heatmap=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"debug.rank_dump_dir={tmp_path / 'ranks'}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    gm = summary["gm"]
+    assert len(gm["tree"]) == 1 and [x["id"] for x in gm["leaves"]] == ["0", "1"]
+    # 2 epochs of the same steps: the root's first, then the children's halves
+    assert summary["steps"] == 2 * gm["tree"][0]["step"]
+    ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["alpha_sha256"] == ranks[1]["alpha_sha256"]
+    assert ranks[0]["buffers_sha256"] == ranks[1]["buffers_sha256"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "gm_0.pt",
+        "gm_1.pt",
+        "last.pt",
+    ]
