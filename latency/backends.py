@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,6 +37,19 @@ class Backend:
 
     def prepare(self, module: nn.Module, example_input: torch.Tensor) -> Run:
         raise NotImplementedError
+
+    def save(self, module: nn.Module, example_input: torch.Tensor, stem: Path) -> None:
+        """Write what `load` needs to prepare the item again (files named `stem.*`), so a
+        streamed measurement keeps only the item it times in memory. Here: weights, input."""
+        state = {"state": module.state_dict(), "input": example_input.detach().cpu()}
+        torch.save(state, stem.with_suffix(".pt"))
+
+    def load(self, stem: Path, build: Callable[[], tuple[nn.Module, torch.Tensor]]) -> Run:
+        """A fresh run of an item `save`d at `stem`; `build` makes the module to load into."""
+        module, _ = build()
+        saved = torch.load(stem.with_suffix(".pt"), weights_only=True)
+        module.load_state_dict(saved["state"])
+        return self.prepare(module, saved["input"])
 
     def time_calls(self, run: Run, repeats: int) -> list[float]:
         """Per-call wall-clock times (ms) of `repeats` back-to-back calls."""
@@ -135,9 +150,10 @@ class TorchCUDA(Backend):
         }
 
 
-def ort_session(model: bytes, threads: int, providers: list[str] | None = None) -> Any:
-    """The one way an ONNX Runtime session is made: `threads` intra-op threads, sequential,
-    all graph optimisations, quiet; `providers` default to the CPU."""
+def ort_session(model: bytes | str, threads: int, providers: list[str] | None = None) -> Any:
+    """The one way an ONNX Runtime session is made (from the model's bytes or file path):
+    `threads` intra-op threads, sequential, all graph optimisations, quiet; `providers`
+    default to the CPU."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -161,6 +177,24 @@ class _ORT(Backend):
         model = export_onnx(module.cpu(), example_input.cpu())
         return ort_session(model, self.threads, self.providers)
 
+    def prepare(self, module: nn.Module, example_input: torch.Tensor) -> Run:
+        x = example_input.detach().cpu().numpy()
+        return self._run(self._session(module, example_input), x)
+
+    def save(self, module: nn.Module, example_input: torch.Tensor, stem: Path) -> None:
+        """The ONNX file (the one export of the item) and its input."""
+        from latency.onnx_export import export_onnx
+
+        export_onnx(module.cpu(), example_input.cpu(), stem.with_suffix(".onnx"))
+        np.save(stem.with_suffix(".npy"), example_input.detach().cpu().numpy())
+
+    def load(self, stem: Path, build: Callable[[], tuple[nn.Module, torch.Tensor]]) -> Run:
+        sess = ort_session(str(stem.with_suffix(".onnx")), self.threads, self.providers)
+        return self._run(sess, np.load(stem.with_suffix(".npy")))
+
+    def _run(self, sess: Any, x: np.ndarray) -> Run:
+        raise NotImplementedError
+
     def versions(self) -> dict[str, str]:
         return package_versions("onnxruntime", "onnx", "torch")
 
@@ -169,9 +203,8 @@ class _ORT(Backend):
 class OrtCPU(_ORT):
     name = "ort-cpu"
 
-    def prepare(self, module: nn.Module, example_input: torch.Tensor) -> Run:
-        sess = self._session(module, example_input)
-        feed = {sess.get_inputs()[0].name: example_input.detach().cpu().numpy()}
+    def _run(self, sess: Any, x: np.ndarray) -> Run:
+        feed = {sess.get_inputs()[0].name: x}
         return lambda: sess.run(None, feed)
 
 
@@ -193,13 +226,12 @@ class OrtCUDA(_ORT):
             )
         super().__init__(threads)
 
-    def prepare(self, module: nn.Module, example_input: torch.Tensor) -> Run:
+    def _run(self, sess: Any, x: np.ndarray) -> Run:
         import onnxruntime as ort
 
-        sess = self._session(module, example_input)
         binding = sess.io_binding()
-        x = ort.OrtValue.ortvalue_from_numpy(example_input.detach().cpu().numpy(), "cuda", 0)
-        binding.bind_ortvalue_input(sess.get_inputs()[0].name, x)
+        on_gpu = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+        binding.bind_ortvalue_input(sess.get_inputs()[0].name, on_gpu)
         for out in sess.get_outputs():
             binding.bind_output(out.name, "cuda")
         return lambda: sess.run_with_iobinding(binding)

@@ -14,6 +14,7 @@ from latency.backends import Backend, get_backend
 from latency.errors import TableError
 from latency.header import TableHeader
 from latency.protocol import Builder, Protocol, measure
+from latency.stash import Stash
 from latency.table import Entry, LatencyTable
 
 
@@ -120,12 +121,20 @@ def measure_networks(
     protocol: Protocol | None = None,
     progress: bool = True,
     prepared: dict | None = None,
+    stash: Stash | None = None,
 ) -> dict[str, Entry]:
     """End-to-end latency of whole networks, with the same protocol as the table's ops.
 
-    `prepared`: see `latency.protocol.measure` (re-measuring without re-exporting)."""
+    `prepared` (all networks live, re-measured without re-exporting) or `stash` (streamed
+    from disk: the memory of one network): see `latency.protocol.measure`."""
     backend = get_backend(backend) if isinstance(backend, str) else backend
     got = measure(
-        networks, backend, protocol or Protocol(), progress, desc="networks", prepared=prepared
+        networks,
+        backend,
+        protocol or Protocol(),
+        progress,
+        desc="networks",
+        prepared=prepared,
+        stash=stash,
     )
     return got.entries

@@ -11,6 +11,10 @@ Why each step:
   slow episodes that hit everything (frequency scaling, a neighbour's job);
 - the reported statistic is a low quantile over rounds of those window minima; p10/p90
   over all speed-corrected calls show the spread.
+
+Items are either all live at once (table keys: small ops), or streamed from a `Stash` on
+disk (whole networks: one live at a time besides the reference); a streamed item is warmed
+up again each time it is loaded, so every window still times a warm item.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +32,9 @@ from torch import nn
 
 from latency.backends import Backend, Run
 from latency.table import Entry
+
+if TYPE_CHECKING:
+    from latency.stash import Stash
 
 Builder = Callable[[], tuple[nn.Module, torch.Tensor]]
 
@@ -78,36 +85,45 @@ def measure(
     progress: bool = True,
     desc: str = "measure",
     prepared: dict[str, Run] | None = None,
+    stash: Stash | None = None,
 ) -> Measurement:
-    """Measure every item with `protocol` on `backend` (all items live at once).
+    """Measure every item with `protocol` on `backend`.
 
-    `prepared`, a dict owned by the caller, caches the prepared runs by key: measuring the
-    same items again with it skips building and preparing them (an ONNX export per network).
+    By default all items are prepared once and stay live. `prepared`, a dict owned by the
+    caller, caches those runs by key: measuring the same items again with it skips
+    building and preparing them.
+
+    With `stash` (a `latency.stash.Stash`), items are streamed instead: each is built and
+    saved to the stash's folder once, then loaded for each window, warmed up, timed and
+    freed, so only the window's item and the reference are live (memory of two items, not
+    of all). The rounds still interleave every item in a fresh shuffled order.
     """
     if not builders:
         return Measurement({}, "", 1.0)
     keys = list(builders)
-    runs: dict[str, Run] = {}
-    for k in _bar(keys, progress, f"{desc}: prepare"):
-        if prepared is not None and k in prepared:
-            runs[k] = prepared[k]
-            continue
-        runs[k] = backend.prepare(*builders[k]())
-        if prepared is not None:
-            prepared[k] = runs[k]
+    pool: _Pool
+    if stash is not None:
+        for k in _bar(keys, progress, f"{desc}: save"):
+            stash.add(k, builders[k])
+        pool = _Streamed(stash)
+    else:
+        pool = _Live(builders, backend, prepared, progress, f"{desc}: prepare")
     first: dict[str, float] = {}
     repeats: dict[str, int] = {}
     for k in keys:
+        run, _ = pool.get(k)
         for _ in range(protocol.warmup):
-            runs[k]()
-        first[k] = float(np.median(backend.time_calls(runs[k], 3)))
+            run()
+        first[k] = float(np.median(backend.time_calls(run, 3)))
         want = math.ceil(protocol.window_ms / max(first[k], 1e-6))
         repeats[k] = int(min(max(want, protocol.repeats), protocol.max_repeats))
+        del run
+        pool.put(k)
     # The reference: the item of median speed, representative of the rest.
     ref = sorted(keys, key=lambda k: first[k])[len(keys) // 2]
-
-    def time_ref() -> float:
-        return min(backend.time_calls(runs[ref], repeats[ref]))
+    ref_run, fresh = pool.get(ref)  # live through all rounds
+    for _ in range(protocol.warmup if fresh else 0):
+        ref_run()
 
     rng = random.Random(protocol.seed)
     calls: dict[str, list[np.ndarray]] = {k: [] for k in keys}
@@ -123,13 +139,18 @@ def measure(
             rng.shuffle(order)
             for i, k in enumerate(order):
                 if i % max(protocol.reference_every, 1) == 0:
-                    refs.append(time_ref())
-                pending.append(
-                    (k, np.asarray(backend.time_calls(runs[k], repeats[k])), len(refs) - 1)
-                )
+                    refs.append(min(backend.time_calls(ref_run, repeats[ref])))
+                run, fresh = pool.get(k)
+                for _ in range(protocol.warmup if fresh else 0):  # a freshly loaded item
+                    run()
+                pending.append((k, np.asarray(backend.time_calls(run, repeats[k])), len(refs) - 1))
+                del run
+                pool.put(k)
                 next(it, None)
-            refs.append(time_ref())
+            refs.append(min(backend.time_calls(ref_run, repeats[ref])))
     finally:
+        del ref_run
+        pool.put(ref)
         if gc_was:
             gc.enable()
         if hasattr(bar, "close"):
@@ -151,6 +172,63 @@ def measure(
             n=int(all_calls.size),
         )
     return Measurement(entries, ref, max(refs) / best, repeats)
+
+
+class _Pool:
+    """Runs by key: `get` gives one (and whether it was just made: it needs a warmup),
+    `put` hands it back."""
+
+    def get(self, key: str) -> tuple[Run, bool]:
+        raise NotImplementedError
+
+    def put(self, key: str) -> None:
+        pass
+
+
+class _Live(_Pool):
+    """Every item prepared up front and kept (the first `get` of each counts as fresh)."""
+
+    def __init__(
+        self,
+        builders: Mapping[str, Builder],
+        backend: Backend,
+        prepared: dict[str, Run] | None,
+        progress: bool,
+        desc: str,
+    ) -> None:
+        self.runs = prepared if prepared is not None else {}
+        for k in _bar(list(builders), progress, desc):
+            if k not in self.runs:
+                self.runs[k] = backend.prepare(*builders[k]())
+
+    def get(self, key: str) -> tuple[Run, bool]:
+        return self.runs[key], False
+
+
+class _Streamed(_Pool):
+    """Items loaded from a stash on `get` and freed on the last `put` (counted, so the
+    reference, held through the rounds, is not loaded twice when its own turn comes)."""
+
+    def __init__(self, stash: Stash) -> None:
+        self.stash = stash
+        self.live: dict[str, tuple[Run, int]] = {}
+
+    def get(self, key: str) -> tuple[Run, bool]:
+        if key in self.live:
+            run, n = self.live[key]
+            self.live[key] = (run, n + 1)
+            return run, False
+        run = self.stash.load(key)
+        self.live[key] = (run, 1)
+        return run, True
+
+    def put(self, key: str) -> None:
+        run, n = self.live.pop(key)
+        if n > 1:
+            self.live[key] = (run, n - 1)
+            return
+        del run
+        gc.collect()  # outside any timed window; frees what a cycle may still hold
 
 
 def _bar(it: Any, progress: bool, desc: str) -> Any:

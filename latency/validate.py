@@ -10,6 +10,7 @@ reported with the reason it was refused, and the table is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from latency.metrics import fit_linear, metrics, scatter_plot
 from latency.predict import Calibration, LatencyAnalysis
 from latency.profile import measure_networks
 from latency.protocol import Builder, Protocol
+from latency.stash import Stash
 from latency.table import Entry, LatencyTable
 
 # Why 8: `measured ≈ a·sum + b` has two parameters. On 2 networks the line passes exactly
@@ -65,6 +67,8 @@ def validate(
     seed: int = 0,
     measure: Callable[..., dict[str, Entry]] = measure_networks,
     min_fit_networks: int = MIN_FIT_NETWORKS,
+    stream: bool = True,
+    stash_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Return (and with `out_dir`, write `validation.json` + `validation.png`) the summary.
 
@@ -74,6 +78,12 @@ def validate(
     keep it); a refused one leaves the header alone and says why in
     `summary["calibrated"]["refused"]`. `measure` is injectable so the arithmetic can be
     tested on fixed numbers.
+
+    `stream` (default): each network is built and saved once (its ONNX export for ORT) into
+    `stash_dir`, or a temporary folder inside `out_dir` (else the system's) deleted at the
+    end, and loaded from there for each timing window: peak memory is that of two networks
+    (the one timed and the speed reference), whatever their number. `stream=False` keeps
+    every prepared network live through both passes (faster, memory grows with n).
     """
     backend = get_backend(backend) if isinstance(backend, str) else backend
     table.header.require(
@@ -92,20 +102,25 @@ def validate(
     builders = {n.name: n.build for n in networks}
     # Raw sums: the calibration is what this fits (and a stored one must not feed its refit).
     predicted = {n.name: LatencyAnalysis.of_keys(table, n.keys, False).total() for n in networks}
-    # Both passes time the same prepared runs (one ONNX export per network, not two).
-    prepared: dict[str, Any] = {}
-    first = measure(builders, backend, protocol, progress=progress, prepared=prepared)
+    # Both passes time the same saved networks (one ONNX export per network, not two),
+    # streamed from disk one at a time: memory of one network, not of n_archs.
+    with contextlib.ExitStack() as stack:
+        kw: dict[str, Any] = {"prepared": {}}
+        if stream:
+            kw = {"stash": stack.enter_context(Stash(backend, stash_dir, parent=out_dir))}
+        first = measure(builders, backend, protocol, progress=progress, **kw)
+        again = measure(builders, backend, protocol, progress=progress, **kw) if noise_floor else {}
     measured = {k: first[k].ms for k in names}
     pred = [predicted[k] for k in names]
     summary: dict[str, Any] = {
         "date": now_iso(),
         "backend": backend.name,
         "device": table.header.device,
+        "streamed": stream,
         **metrics(pred, [measured[k] for k in names]),
     }
     rows = [{"name": k, "predicted_ms": predicted[k], "measured_ms": measured[k]} for k in names]
     if noise_floor:
-        again = measure(builders, backend, protocol, progress=progress, prepared=prepared)
         summary["noise_floor"] = metrics([measured[k] for k in names], [again[k].ms for k in names])
         for row in rows:
             row["measured_again_ms"] = again[row["name"]].ms

@@ -257,9 +257,9 @@ def test_console_scripts_installed() -> None:
         assert r.returncode == 0 and "space" in r.stdout, r.stderr
 
 
-def test_validation_prepares_each_network_once(tmp_path: Path) -> None:
-    """The noise-floor pass re-times the prepared runs (an ONNX export per network is the
-    slow part of an ORT validation), and measures the networks again all the same."""
+def test_validation_saves_each_network_once(tmp_path: Path) -> None:
+    """Both passes load the networks saved once (an ONNX export per network is the slow part
+    of an ORT validation), and measure the networks again all the same."""
     from latency.backends import TorchCPU
     from latency.protocol import Protocol
     from latency.validate import validate
@@ -267,14 +267,14 @@ def test_validation_prepares_each_network_once(tmp_path: Path) -> None:
     from proxyless.space import get_space
 
     class Counting(TorchCPU):
-        prepared = 0
+        saved = 0
 
-        def prepare(self, module, example_input):
-            Counting.prepared += 1
-            return super().prepare(module, example_input)
+        def save(self, module, example_input, stem):
+            Counting.saved += 1
+            return super().save(module, example_input, stem)
 
     small_table(tmp_path / "t.json")
     nets = [arch_network(a, f"n{i}") for i, a in enumerate(sample_archs(get_space("tiny"), 3))]
     fast = Protocol(warmup=1, rounds=2, repeats=2, window_ms=0.2)
     s = validate(LatencyTable.load(tmp_path / "t.json"), nets, Counting(), fast, progress=False)
-    assert Counting.prepared == 3 and s["noise_floor"]["n"] == 3
+    assert Counting.saved == 3 and s["noise_floor"]["n"] == 3

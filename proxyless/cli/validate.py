@@ -5,6 +5,9 @@
 Samples `n_archs` architectures, predicts each with the table (sum of its keys), measures
 each whole network on the table's backend with the table's protocol (twice, for the noise
 floor), fits `measured ≈ a·sum + b` on a `calibrate` fraction and scores it on the others.
+The networks are streamed (`stream=true`): each is built and saved once into a temporary
+folder in the run directory and loaded from it for each timing window, so the memory is
+that of two networks whatever `n_archs` is (a phone-class board can validate 300).
 Writes validation.json + validation.png into the run directory, saves the calibration into
 the table header (atomically) if it was fitted on enough networks (`MIN_FIT_NETWORKS`) and
 beats the raw sum on the others (else says why not), and prints the figures.
@@ -110,6 +113,7 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
         force=bool(cfg.force),
         progress=cfg.progress if cfg.progress is not None else False,
         seed=int(cfg.seed),
+        stream=bool(cfg.stream),
     )
     secs = time.perf_counter() - t0
     summary = {

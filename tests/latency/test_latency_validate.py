@@ -24,7 +24,7 @@ class FakeBackend:
 def fake_measure(factor: list[float]):
     """First call returns MEASURED, the second MEASURED × 1.1 (a noisy repeat)."""
 
-    def measure(builders, backend, protocol, progress=True, prepared=None):
+    def measure(builders, backend, protocol, progress=True, prepared=None, stash=None):
         f = factor.pop(0)
         return {k: Entry(MEASURED[k] * f, 0.0, 0.0, 1) for k in builders}
 
@@ -148,7 +148,7 @@ def line_nets(n: int, noise: float = 0.02):
         nets.append(Network(f"n{i:02d}", None, [f"k{i}"]))
         truth[f"n{i:02d}"] = (1.3 * raw + 0.2) * (1 + noise * (-1) ** i)
 
-    def measure(builders, backend, protocol, progress=True, prepared=None):
+    def measure(builders, backend, protocol, progress=True, prepared=None, stash=None):
         return {k: Entry(truth[k], 0.0, 0.0, 1) for k in builders}
 
     return table, nets, measure, truth
@@ -189,7 +189,7 @@ def test_calibration_worse_than_raw_on_held_out_networks_is_not_kept() -> None:
     # the fit set runs at 2x the table, the held-out networks exactly as the table says
     measured = {k: (2 * raw[k] if k in fit_on else raw[k]) for k in truth}
 
-    def measure(builders, backend, protocol, progress=True, prepared=None):
+    def measure(builders, backend, protocol, progress=True, prepared=None, stash=None):
         return {k: Entry(measured[k], 0.0, 0.0, 1) for k in builders}
 
     table.header.calibration = {"kind": "linear", "a": 1.1, "b": 0.0, "fit_on": ["x"]}

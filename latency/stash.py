@@ -1,0 +1,86 @@
+"""Items saved to disk once and loaded back one at a time, so that measuring many whole
+networks needs the memory of one network, not of all of them (issue 12: 300 ImageNet-space
+networks held 13 GiB live; a phone-class board has 4-8 GiB).
+
+What an item is saved as is the backend's business (`Backend.save` / `Backend.load`): the
+ONNX file for ONNX Runtime (exported once, the slow part), weights and input for torch.
+
+>>> import torch
+>>> from latency.backends import get_backend
+>>> with Stash(get_backend("torch-cpu")) as stash:
+...     stash.add("lin", lambda: (torch.nn.Linear(4, 2), torch.zeros(1, 4)))
+...     tuple(stash.load("lin")().shape)
+(1, 2)
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from latency.backends import Backend, Run
+
+Builder = Callable[[], tuple[nn.Module, torch.Tensor]]
+
+
+class Stash:
+    """A folder of saved items for one backend: `add` builds and saves an item once,
+    `load` makes a fresh run of it. Without `folder`, a temporary one (inside `parent` if
+    given) that `close` (or leaving a `with` block) deletes; a given `folder` is kept."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        folder: str | os.PathLike[str] | None = None,
+        parent: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.backend = backend
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if folder is None:
+            if parent is not None:
+                Path(parent).mkdir(parents=True, exist_ok=True)
+            self._tmp = tempfile.TemporaryDirectory(prefix=".stash-", dir=parent)
+            folder = self._tmp.name
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._items: dict[str, tuple[Path, Builder]] = {}
+
+    def add(self, key: str, build: Builder) -> None:
+        """Build the item and save it (once per key; the module is freed right away)."""
+        if key in self._items:
+            return
+        stem = self.folder / f"item{len(self._items):05d}"  # keys may hold any character
+        module, x = build()
+        self.backend.save(module, x, stem)
+        del module, x
+        gc.collect()
+        self._items[key] = (stem, build)
+
+    def load(self, key: str) -> Run:
+        """A fresh (not yet warmed up) run of a saved item."""
+        stem, build = self._items[key]
+        return self.backend.load(stem, build)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Stash:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

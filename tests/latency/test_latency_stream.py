@@ -1,0 +1,137 @@
+"""Streamed validation (issue 12): whole networks are saved once and loaded per timing
+window, so memory does not grow with their number. Counted two ways: live prepared
+networks (weak references to modules / ORT sessions), and peak RSS in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from latency.backends import OrtCPU, TorchCPU
+from latency.protocol import Protocol
+from latency.table import Entry, LatencyTable, TableHeader
+from latency.validate import Network, validate
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = Protocol(warmup=1, rounds=2, repeats=2, window_ms=0.1)
+
+
+class Live:
+    """Weak references to every prepared heavy object; `most` = the most alive at once."""
+
+    def __init__(self) -> None:
+        self.refs: list[weakref.ref] = []
+        self.most = 0
+
+    def saw(self, obj: object) -> None:
+        self.refs.append(weakref.ref(obj))
+        self.most = max(self.most, sum(r() is not None for r in self.refs))
+
+
+def counting(base: type) -> tuple[object, Live, list[int]]:
+    """A backend of class `base` counting live modules (torch) or sessions (ORT) and saves."""
+    live, saves = Live(), [0]
+
+    class Counting(base):  # type: ignore[misc, valid-type]
+        def prepare(self, module, example_input):
+            if base is TorchCPU:
+                live.saw(module)
+            return super().prepare(module, example_input)
+
+        def _run(self, sess, x):
+            live.saw(sess)
+            return super()._run(sess, x)
+
+        def save(self, module, example_input, stem):
+            saves[0] += 1
+            return super().save(module, example_input, stem)
+
+    return Counting(), live, saves
+
+
+def conv_nets(n: int) -> tuple[LatencyTable, list[Network]]:
+    """n small conv networks of growing depth, one table key per layer."""
+    table = LatencyTable(TableHeader("cpu", "torch-cpu", 1, "float32"))
+    table.add("conv", Entry(0.1, 0.1, 0.1, 1))
+
+    def net(i: int) -> Network:
+        def build() -> tuple[nn.Module, torch.Tensor]:
+            layers = [nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()) for _ in range(i)]
+            return nn.Sequential(*layers), torch.randn(1, 4, 8, 8)
+
+        return Network(f"n{i}", build, ["conv"] * i)
+
+    return table, [net(i) for i in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("base", [TorchCPU, OrtCPU], ids=["torch-cpu", "ort-cpu"])
+def test_streamed_validation_keeps_two_networks_live(base: type, tmp_path: Path) -> None:
+    n = 6
+    table, nets = conv_nets(n)
+    table.header.backend = base.name
+    backend, live, saves = counting(base)
+    s = validate(table, nets, backend, FAST, out_dir=tmp_path, progress=False)
+    assert s["streamed"] and s["n"] == n and s["noise_floor"]["n"] == n
+    assert saves[0] == n  # one save (ONNX export) per network, for both passes
+    assert len(live.refs) > n  # loaded again per window, not prepared once
+    assert live.most <= 2  # the network being timed and the speed reference
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["validation.json", "validation.png"]
+
+    backend, live, saves = counting(base)  # the counter sees what stream=False keeps
+    validate(table, nets, backend, FAST, progress=False, stream=False)
+    assert live.most == n and saves[0] == 0
+
+
+RSS_SCRIPT = """
+import json, resource, sys
+import torch
+from torch import nn
+from latency.protocol import Protocol
+from latency.table import Entry, LatencyTable, TableHeader
+from latency.validate import Network, validate
+
+torch.set_num_threads(1)
+backend, n, stream = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+table = LatencyTable(TableHeader("cpu", backend, 1, "float32"))
+table.add("k", Entry(1.0, 1.0, 1.0, 1))
+fast = Protocol(warmup=1, rounds=1, repeats=1, window_ms=0.1)
+
+def nets(n):  # 16 MiB of weights each
+    build = lambda: (nn.Sequential(nn.Linear(2048, 2048), nn.ReLU()), torch.randn(1, 2048))
+    return [Network(f"n{i}", build, ["k"]) for i in range(n)]
+
+def peak_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+validate(table, nets(2), backend, fast, progress=False, stream=stream)  # imports, 2 live
+base = peak_mib()
+validate(table, nets(n), backend, fast, progress=False, stream=stream)
+print(json.dumps({"growth_mib": peak_mib() - base}))
+"""
+
+
+@pytest.mark.parametrize("backend", [pytest.param("torch-cpu", marks=pytest.mark.slow), "ort-cpu"])
+def test_streamed_validation_peak_rss_does_not_grow_with_networks(backend: str) -> None:
+    """16 networks of 16 MiB: all live would add >= 14 x 16 MiB of peak RSS (ORT: more);
+    streamed, the peak stays that of a couple of networks (measured: 30-90 MiB; with
+    stream=False: 224 MiB on torch-cpu, 833 MiB on ort-cpu)."""
+    n, size_mib = 16, 16
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, backend, str(n), "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    growth = json.loads(r.stdout.strip().splitlines()[-1])["growth_mib"]
+    assert growth < n * size_mib / 2, growth
