@@ -604,7 +604,7 @@ def _warm_start(cfg: SearchConfig, parts: Parts, run_dir: Path | None) -> None:
     """init.alpha=<proxy>: α from proxy scores (`proxyless.warm_start`); the global RNG is
     left as it was, so the run differs from a plain one only in its starting α. Writes
     init_alpha.json (scores, α) into the run directory."""
-    from .warm_start import alpha_from_scores, candidate_scores, set_alpha
+    from .warm_start import alpha_from_scores, candidate_scores, kept_candidates, set_alpha
     from .zeroshot import PROXIES
     from .zeroshot_search import proxy_batches
 
@@ -619,19 +619,28 @@ def _warm_start(cfg: SearchConfig, parts: Parts, run_dir: Path | None) -> None:
     alphas = alpha_from_scores(scores, cfg.init.temperature)
     set_alpha(parts.net, alphas)
     kept = None
-    if cfg.prune.keep is not None:  # the k best by score (α is monotone in it)
+    if cfg.prune.keep is not None:  # the k best by score (α is monotone in it), target kept
+        costs, target = parts.hardware.costs, parts.hardware.target
+        per_layer = costs.per_layer
+        keep, added = kept_candidates(alphas, cfg.prune.keep, per_layer, costs.fixed, target)
         kept = []
-        for layer, a in zip(parts.net.layers, alphas, strict=True):
-            top = sorted(torch.argsort(a, descending=True, stable=True)[: cfg.prune.keep].tolist())
+        for layer, top in zip(parts.net.layers, keep, strict=True):
             layer.restrict(top)
             kept.append([str(layer.spec.candidates[j]) for j in top])
-        costs, target = parts.hardware.costs, parts.hardware.target
-        per_layer = zip(costs.per_layer, parts.net.layers, strict=True)
-        cheapest = costs.fixed + sum(min(c[j] for j in ly.members()) for c, ly in per_layer)
+        if added:
+            log.info(
+                "prune.keep=%d: the best per layer leave no arch within the target %.4g %s; "
+                "kept the cheapest candidate of layer(s) %s too",
+                cfg.prune.keep,
+                target,
+                costs.unit,
+                ", ".join(map(str, sorted(set(added)))),
+            )
+        cheapest = costs.fixed + sum(min(c[j] for j in k) for c, k in zip(per_layer, keep))
         if target is not None and cheapest > target:
             log.warning(
-                "prune.keep=%d: the cheapest arch left costs %.4g %s, over the target %.4g; "
-                "the derived arch will miss it (raise prune.keep or use another init.alpha)",
+                "prune.keep=%d: the cheapest arch of the space costs %.4g %s, over the target "
+                "%.4g; the derived arch will miss it (raise the target)",
                 cfg.prune.keep,
                 cheapest,
                 costs.unit,

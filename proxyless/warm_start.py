@@ -56,6 +56,38 @@ def alpha_from_scores(scores: Sequence[Sequence[float]], temperature: float) -> 
     return out
 
 
+def kept_candidates(
+    alphas: Sequence[torch.Tensor],
+    keep: int,
+    costs: Sequence[Sequence[float]],
+    fixed: float,
+    target: float | None,
+) -> tuple[list[list[int]], list[int]]:
+    """`prune.keep`: per layer the `keep` best candidates by α, then, while the cheapest arch
+    left costs more than `target`, the cheapest candidate of the layer where it saves most
+    is kept too — a proxy that prefers large ops (ZiCo does) would otherwise prune every
+    arch that meets the target. Returns (kept indices per layer, layers that got one back).
+
+    >>> a = [torch.tensor([3.0, 2.0, 1.0]), torch.tensor([3.0, 2.0, 1.0])]
+    >>> kept_candidates(a, 2, [[5, 3, 1], [5, 3, 1]], 0.0, 7.0)
+    ([[0, 1, 2], [0, 1]], [0])
+    """
+    kept = [sorted(torch.argsort(a, descending=True, stable=True)[:keep].tolist()) for a in alphas]
+    added: list[int] = []
+
+    def cheapest() -> float:
+        return fixed + sum(min(c[j] for j in k) for c, k in zip(costs, kept, strict=True))
+
+    while target is not None and cheapest() > target:
+        saving = [min(c[j] for j in k) - min(c) for c, k in zip(costs, kept, strict=True)]
+        layer = max(range(len(kept)), key=saving.__getitem__)
+        if saving[layer] <= 0:
+            break  # the space itself cannot meet the target
+        kept[layer] = sorted({*kept[layer], min(range(len(costs[layer])), key=costs[layer].__getitem__)})
+        added.append(layer)
+    return kept, added
+
+
 def set_alpha(net: SuperNet, alphas: Sequence[torch.Tensor]) -> None:
     with torch.no_grad():
         for layer, a in zip(net.layers, alphas, strict=True):

@@ -13,7 +13,7 @@ from proxyless.search import search
 from proxyless.search_config import ConfigError, SearchConfig
 from proxyless.space import get_space
 from proxyless.supernet import SuperNet
-from proxyless.warm_start import alpha_from_scores, candidate_scores
+from proxyless.warm_start import alpha_from_scores, candidate_scores, kept_candidates
 from proxyless.zeroshot import PROXIES
 
 
@@ -102,13 +102,26 @@ def test_search_with_prune_keep_and_its_resume(tmp_path: Path) -> None:
     over = {"init": {"alpha": "params", "paths": 1}, "prune": {"keep": 3}}
     result = search(fast_cfg(tmp_path, **over))
     kept = json.loads((tmp_path / "init_alpha.json").read_text())["kept"]
-    assert all(len(k) == 3 for k in kept)
+    assert all(len(k) in (3, 4) for k in kept)  # 4: its cheapest op kept for the target
     assert all(str(op) in k for op, k in zip(result.arch.ops, kept, strict=True))
+    m = result.metrics
+    assert abs(m["derived_cost"] - m["target"]) <= 0.05 * m["target"]  # params prefers big ops
     again = search(_resumed(tmp_path, over))  # finished: read back, masks included
     assert again.arch.block_strings() == result.arch.block_strings()
     assert [ly.members() for ly in again.net.layers] == [ly.members() for ly in result.net.layers]
     with pytest.raises(ConfigError, match="prune.keep=3 needs"):
         fast_cfg(tmp_path, prune={"keep": 3})
+
+
+def test_pruning_keeps_the_cheapest_ops_the_target_needs() -> None:
+    a = [torch.tensor([3.0, 2.0, 1.0])] * 3  # the proxy prefers candidate 0, the largest
+    costs = [[5.0, 3.0, 1.0], [5.0, 3.0, 1.0], [4.0, 3.5, 3.0]]
+    assert kept_candidates(a, 2, costs, 1.0, 20.0) == ([[0, 1]] * 3, [])  # 1+3+3+3.5 fits
+    kept, added = kept_candidates(a, 2, costs, 1.0, 8.0)
+    assert added == [0, 1] and kept == [[0, 1, 2], [0, 1, 2], [0, 1]]  # 1+1+1+3.5 = 6.5
+    kept, added = kept_candidates(a, 2, costs, 1.0, 4.0)  # below the space's cheapest (6)
+    assert kept == [[0, 1, 2]] * 3 and added == [0, 1, 2]
+    assert kept_candidates(a, 2, costs, 1.0, None) == ([[0, 1]] * 3, [])  # no target
 
 
 def _resumed(run_dir: Path, over: dict) -> SearchConfig:
