@@ -69,7 +69,7 @@ def kept_candidates(
     arch that meets the target. Returns (kept indices per layer, layers that got one back).
 
     >>> a = [torch.tensor([3.0, 2.0, 1.0]), torch.tensor([3.0, 2.0, 1.0])]
-    >>> kept_candidates(a, 2, [[5, 3, 1], [5, 3, 1]], 0.0, 7.0)
+    >>> kept_candidates(a, 2, [[5, 3, 1], [5, 3, 1]], 0.0, 5.0)
     ([[0, 1, 2], [0, 1]], [0])
     """
     kept = [sorted(torch.argsort(a, descending=True, stable=True)[:keep].tolist()) for a in alphas]
