@@ -229,7 +229,10 @@ def train_job(
 
 def _eval_batches(plain: dict[str, Any], calib: int) -> tuple[list, list]:
     """Held-out batches (eval transforms) to score archs on, and training images to
-    re-estimate BatchNorm statistics with."""
+    re-estimate BatchNorm statistics with — the same images and augmentations on every call
+    (seeded), so rankings of different searches differ by their supernets only. (Unseeded,
+    the augmentation drawn from a worker's global RNG moved τ by ~0.1 between two runs of
+    the same search.)"""
     import torch
 
     from proxyless.data import build_datasets, build_loaders
@@ -240,10 +243,12 @@ def _eval_batches(plain: dict[str, Any], calib: int) -> tuple[list, list]:
     loaders = build_loaders(splits, data_cfg)
     held = list(torch.utils.data.DataLoader(splits.heldout, batch_size=256))
     calib_x = []
-    for x, _ in loaders.train:
-        calib_x.append(x)
-        if len(calib_x) >= calib:
-            break
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for x, _ in loaders.train:
+            calib_x.append(x)
+            if len(calib_x) >= calib:
+                break
     return held, calib_x
 
 
