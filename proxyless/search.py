@@ -636,7 +636,9 @@ def _warm_start(cfg: SearchConfig, parts: Parts, run_dir: Path | None) -> None:
                 costs.unit,
                 ", ".join(map(str, sorted(set(added)))),
             )
-        cheapest = costs.fixed + sum(min(c[j] for j in k) for c, k in zip(per_layer, keep))
+        cheapest = costs.fixed + sum(
+            min(c[j] for j in k) for c, k in zip(per_layer, keep, strict=True)
+        )
         if target is not None and cheapest > target:
             log.warning(
                 "prune.keep=%d: the cheapest arch of the space costs %.4g %s, over the target "

@@ -83,7 +83,9 @@ def kept_candidates(
         layer = max(range(len(kept)), key=saving.__getitem__)
         if saving[layer] <= 0:
             break  # the space itself cannot meet the target
-        kept[layer] = sorted({*kept[layer], min(range(len(costs[layer])), key=costs[layer].__getitem__)})
+        kept[layer] = sorted(
+            {*kept[layer], min(range(len(costs[layer])), key=costs[layer].__getitem__)}
+        )
         added.append(layer)
     return kept, added
 

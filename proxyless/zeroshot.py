@@ -27,7 +27,6 @@ from torch import nn
 
 from latency.registry import Registry
 
-
 Batch = tuple[torch.Tensor, torch.Tensor]
 Proxy = Callable[[nn.Module, Sequence[Batch]], float]
 

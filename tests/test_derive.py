@@ -31,8 +31,10 @@ def test_matches_brute_force_on_random_instances(seed: int) -> None:
     lp = [np.log(rng.dirichlet(np.ones(n))).tolist() for n in layers]
     costs = [rng.uniform(0.5, 3.0, n).round(3).tolist() for n in layers]
     fixed = 1.0
-    total = [fixed + sum(c[j] for c, j in zip(costs, idx))
-             for idx in itertools.product(*(range(n) for n in layers))]
+    total = [
+        fixed + sum(c[j] for c, j in zip(costs, idx))
+        for idx in itertools.product(*(range(n) for n in layers))
+    ]
     target = float(np.quantile(total, rng.uniform(0.2, 0.8)))
     low, high = 0.97 * target, 1.03 * target
     want, want_score = brute_force(lp, costs, fixed, low, high)

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from proxyless.arch import Arch
+from proxyless.ops import Block
 from proxyless.space import OpSpec, get_space
 from proxyless.supernet import SuperNet
-from proxyless.ops import Block
 from proxyless.zeroshot import PROXIES, ProxyError, without_residuals, zico
 
 W1 = np.array([[1.0, -0.5], [0.25, 2.0]])
