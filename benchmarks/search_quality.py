@@ -935,7 +935,7 @@ def plot(path: Path, gt_rows, front, search_rows, random_rows, table, s: Setting
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7 + 1.6 * bool(s.variants), 4.5))
     costs = [r["cost"] for r in gt_rows]
     accs = [100 * r["acc_mean"] for r in gt_rows]
     err = [100 * (max(r["acc_seeds"]) - min(r["acc_seeds"])) / 2 for r in gt_rows]
@@ -984,7 +984,10 @@ def plot(path: Path, gt_rows, front, search_rows, random_rows, table, s: Setting
     ax.set_xlabel(f"predicted latency ({table['unit']}, calibrated {s.backend} table)")
     ax.set_ylabel("test accuracy, trained from scratch (%)")
     ax.set_title(f"{s.space} space on {s.data}: searched vs random archs")
-    ax.legend(fontsize=7, loc="lower right")
+    if s.variants:  # many markers: the legend beside the plot, not over the points
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
