@@ -122,3 +122,21 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def trained_paths(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The path every weight step of a search trained, in order (the search's weight_step,
+    recorded)."""
+    import proxyless.search as search_mod
+
+    trained: list[list[int]] = []
+    real = search_mod.weight_step
+
+    def recording(net, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(net, *args, **kwargs)
+        trained.append(net.active_paths())
+        return out
+
+    monkeypatch.setattr(search_mod, "weight_step", recording)
+    return trained

@@ -10,25 +10,15 @@ from typing import Any
 
 import pytest
 import torch
-from search_configs import merged_config
+from search_configs import FAST_SEARCH, merged, merged_config
 
 from proxyless.run import load_checkpoint
 from proxyless.search import SearchError, search
 from proxyless.search_config import ConfigError, SearchConfig
 
-FAST: dict[str, Any] = {
-    "data": {
-        "name": "synthetic",
-        "batch_size": 16,
-        "synthetic_train_samples": 160,
-        "synthetic_test_samples": 32,
-    },
-    "hardware": {"kind": "params", "target_frac": 0.3},
-    "schedule": {"warmup_epochs": 1, "epochs": 2, "arch_every": 2, "steps_per_epoch": 4},
-    "gm": {"splits": [1], "ways": 2, "batches": 1},
-    "log": {"progress": False, "every_steps": 1, "heatmap": False},
-    "threads": 1,
-}
+FAST: dict[str, Any] = merged(
+    FAST_SEARCH, gm={"splits": [1], "ways": 2, "batches": 1}, log={"heatmap": False}
+)
 
 
 def gm_cfg(run_dir: Path, **over: Any) -> SearchConfig:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from search_configs import merged_config
+from search_configs import FAST_SEARCH, merged_config
 
 from proxyless.arch import Arch
 from proxyless.run import load_checkpoint
@@ -22,18 +22,7 @@ from proxyless.search_config import ConfigError, SearchConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
-FAST: dict[str, Any] = {
-    "data": {
-        "name": "synthetic",
-        "batch_size": 16,
-        "synthetic_train_samples": 160,
-        "synthetic_test_samples": 32,
-    },
-    "hardware": {"kind": "params", "target_frac": 0.3},
-    "schedule": {"warmup_epochs": 1, "epochs": 2, "arch_every": 2, "steps_per_epoch": 4},
-    "log": {"progress": False, "every_steps": 1},
-    "threads": 1,
-}
+FAST = FAST_SEARCH
 
 
 def fast_cfg(run_dir: Path, **over: dict[str, Any]) -> SearchConfig:
@@ -203,19 +192,9 @@ def test_quickstart_like_search_meets_the_target_with_the_task_loss(tmp_path: Pa
 
 
 def test_sandwich_sampler_trains_the_largest_path_on_every_other_step(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, trained_paths: list[list[int]]
 ) -> None:
-    import proxyless.search as search_mod
-
-    trained: list[list[int]] = []
-    real = search_mod.weight_step
-
-    def recording(net, *args, **kwargs):  # type: ignore[no-untyped-def]
-        out = real(net, *args, **kwargs)
-        trained.append(net.active_paths())
-        return out
-
-    monkeypatch.setattr(search_mod, "weight_step", recording)
+    trained = trained_paths
     result = search(fast_cfg(tmp_path, schedule={"sampler": "sandwich"}))
     largest = result.net.largest_path()
     ops = [str(layer.spec.candidates[i]) for layer, i in zip(result.net.layers, largest)]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from search_configs import merged_config
+from search_configs import FAST_SEARCH, merged, merged_config
 
 from proxyless.distributed import step_generator
 from proxyless.hardware import HardwareConfig, layer_costs
@@ -24,18 +24,7 @@ from proxyless.supernet import SuperNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensor ops: one thread is fastest
 
-FAST: dict[str, Any] = {
-    "data": {
-        "name": "synthetic",
-        "batch_size": 16,
-        "synthetic_train_samples": 160,
-        "synthetic_test_samples": 32,
-    },
-    "hardware": {"kind": "params", "target_frac": 0.3},
-    "schedule": {"warmup_epochs": 2, "epochs": 1, "arch_every": 2, "steps_per_epoch": 4},
-    "log": {"progress": False, "every_steps": 1},
-    "threads": 1,
-}
+FAST: dict[str, Any] = merged(FAST_SEARCH, schedule={"warmup_epochs": 2, "epochs": 1})
 SHIFT = {"sampler": "shift", "update_every": 3}
 
 
@@ -121,27 +110,12 @@ def test_costs_that_do_not_split_into_bins_are_one_clear_error() -> None:
 
 
 # --- in the search -----------------------------------------------------------------------------
-def _recording(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    import proxyless.search as search_mod
-
-    trained: list[list[int]] = []
-    real = search_mod.weight_step
-
-    def recording(net, *args, **kwargs):  # type: ignore[no-untyped-def]
-        out = real(net, *args, **kwargs)
-        trained.append(net.active_paths())
-        return out
-
-    monkeypatch.setattr(search_mod, "weight_step", recording)
-    return trained
-
-
 def test_uniform_warmup_is_todays_uniform_paths(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, trained_paths: list[list[int]]
 ) -> None:
     """warmup.sampler=uniform (the default; the shift keys are inert) trains the step
     generator's uniform paths, as before the option existed."""
-    trained = _recording(monkeypatch)
+    trained = trained_paths
     other = {"sampler": "uniform", "bins": 8, "ema": 0.5, "temperature": 1.0, "update_every": 1}
     result = search(fast_cfg(tmp_path / "a", warmup=other))
     ref = SuperNet(result.net.space)
@@ -157,12 +131,12 @@ def test_uniform_warmup_is_todays_uniform_paths(
 
 
 def test_shift_warmup_draws_paths_by_bin_and_reports(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained_paths: list[list[int]]
 ) -> None:
     """With sandwich: odd steps stay the largest path, the other warmup steps train a path
     of the bin the shift sampler drew. objective=none: the bins still come from the
     hardware costs (a search always has them)."""
-    trained = _recording(monkeypatch)
+    trained = trained_paths
     drawn: list[tuple[int, list[int]]] = []
     real_draw = ShiftSampler.draw
 
