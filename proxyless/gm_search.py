@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,14 +60,6 @@ class Node:
 
     def lr_step(self, global_step: int) -> int:
         return self.lr_origin + (global_step - self.start) * self.stride
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process so far: allocated CUDA memory on a GPU, else the peak
-    resident set size (MiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class GMSearch:
@@ -289,7 +280,6 @@ class GMSearch:
             "tree": self.tree,
             "leaves": self.leaves,
             "chosen": self.chosen,
-            "peak_mem_mb": peak_memory_mb(self.s.ctx.device),
         }
 
     def write_report(self) -> None:

@@ -14,6 +14,7 @@ import logging
 import math
 import platform
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -395,3 +396,11 @@ def lr_at(step: int, total: int, cfg: SGDConfig, steps_per_epoch: int) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: allocated CUDA memory on a GPU, else the peak
+    resident set size (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

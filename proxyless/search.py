@@ -38,7 +38,7 @@ from .distributed import (
     sync_buffers,
     synced,
 )
-from .gm_search import GMSearch, peak_memory_mb
+from .gm_search import GMSearch
 from .hardware import measured_latency
 from .ranking import BN_CALIB_BATCHES, bn_recalibrated
 from .run import (
@@ -49,6 +49,7 @@ from .run import (
     evaluate,
     lr_at,
     match_state_layout,
+    peak_memory_mb,
     set_lr,
     write_json,
     write_run_files,

@@ -122,6 +122,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         ),
         ("test acc (supernet, derived path, BN re-estimated)", num(metrics["test_acc"], ".4f")),
         ("steps / epochs", f"{metrics['steps']} / {metrics['epochs']}"),
+        ("peak memory", f"{num(metrics.get('peak_mem_mb'), '.0f')} MiB"),
         ("cost source", metrics["cost_source"]),
         ("latency calibration", describe_calibration(metrics.get("calibration"))),
         ("run dir", metrics["run_dir"]),
@@ -151,7 +152,6 @@ def gm_rows(gm: dict[str, Any], unit: str, num: Any) -> list[tuple[str, str]]:
             (f"gm leaf {leaf['id']}",
              f"{num(leaf['cost'])} {unit}, held-out acc {num(leaf['heldout_acc'], '.4f')}{mark}")
         )  # fmt: skip
-    rows.append(("peak memory", f"{num(gm['peak_mem_mb'], '.0f')} MiB"))
     return rows
 
 
