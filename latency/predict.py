@@ -1,8 +1,9 @@
 """The one latency predictor: a network's latency against a table, shaped like fvcore's
 FlopCountAnalysis (`total`, `by_layer`, `by_op_type`, `missing_keys`).
 
-A table's calibration (``measured ≈ a·sum + b``, fitted by validation) is applied here and
-nowhere else: each layer costs ``a·entry`` and the network ``b`` on top, so per-layer costs
+A table's calibration (fitted on whole networks by validation, `latency.calibrate`) is
+applied here and nowhere else: each layer costs ``a·entry + d_key`` (``d_key`` a per-key
+correction, 0 for a `linear` calibration) and the network ``b`` on top, so per-layer costs
 still add up to the total (the search relies on that to keep its expected latency linear).
 
 >>> from latency.table import Entry, LatencyTable, TableHeader
@@ -16,8 +17,8 @@ still add up to the total (the search relies on that to keep its expected latenc
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from latency.errors import MissingKeyError, TableError
 from latency.table import LatencyTable
@@ -25,10 +26,12 @@ from latency.table import LatencyTable
 
 @dataclass(frozen=True)
 class Calibration:
-    """``a·sum + b``; the identity when a table is used uncalibrated."""
+    """``b + Σ (a·entry_k + d_k)`` over a network's keys; the identity when a table is used
+    uncalibrated. `per_key_ms` holds the d_k (ms, absent keys: 0) of a `per_key` fit."""
 
     a: float = 1.0
     b: float = 0.0
+    per_key_ms: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, table: LatencyTable, calibrated: bool | None = None) -> Calibration:
@@ -43,10 +46,23 @@ class Calibration:
                 "a calibrated prediction was asked for, but this table has no calibration; "
                 "run validation with a calibration split first, or use calibrated=False"
             )
-        return cls(float(cal["a"]), float(cal["b"]))
+        try:
+            per_key = {str(k): float(v) for k, v in (cal.get("per_key_ms") or {}).items()}
+            return cls(float(cal["a"]), float(cal["b"]), per_key)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise TableError(
+                f"the table's calibration is malformed ({type(e).__name__}: {e}); it needs "
+                'numbers "a" and "b" and optionally a "per_key_ms" mapping of key to ms. '
+                'Set the header\'s "calibration" to null and re-fit it with proxyless-validate'
+            ) from e
 
-    def __call__(self, total_ms: float) -> float:
-        return self.a * total_ms + self.b
+    def entry(self, key: str, ms: float) -> float:
+        """One layer's calibrated ms: its table entry `ms`, scaled, plus its key's correction."""
+        return self.a * ms + self.per_key_ms.get(key, 0.0)
+
+    def total(self, entries: Iterable[tuple[str, float]]) -> float:
+        """A whole network's calibrated ms from its (key, table ms) pairs."""
+        return self.b + sum(self.entry(k, ms) for k, ms in entries)
 
 
 class LatencyAnalysis:
@@ -83,21 +99,22 @@ class LatencyAnalysis:
             raise MissingKeyError(missing, self.table.header.profile_command)
 
     def by_layer(self) -> dict[str, float | None]:
-        """ms per layer (scaled by the calibration's a); None where the table lacks the key."""
-        e, a = self.table.entries, self.calibration.a
-        return {name: (a * e[key].ms if key in e else None) for name, key in self.layers}
+        """ms per layer (calibrated entries); None where the table lacks the key."""
+        e, cal = self.table.entries, self.calibration
+        return {name: (cal.entry(key, e[key].ms) if key in e else None) for name, key in self.layers}
 
     def by_op_type(self) -> dict[str, float]:
-        """ms per op type (the key's first word, scaled like by_layer), known keys only."""
-        e, a = self.table.entries, self.calibration.a
+        """ms per op type (the key's first word, calibrated like by_layer), known keys only."""
+        e, cal = self.table.entries, self.calibration
         out: dict[str, float] = {}
         for _, key in self.layers:
             if key in e:
                 op = key.split("_", 1)[0]
-                out[op] = out.get(op, 0.0) + a * e[key].ms
+                out[op] = out.get(op, 0.0) + cal.entry(key, e[key].ms)
         return out
 
     def total(self) -> float:
-        """Predicted ms of the whole network: ``a·Σ entries + b``."""
+        """Predicted ms of the whole network: ``b + Σ (a·entry + d_key)``."""
         self.check()
-        return self.calibration(sum(self.table.entries[key].ms for _, key in self.layers))
+        e = self.table.entries
+        return self.calibration.total((key, e[key].ms) for _, key in self.layers)

@@ -1,8 +1,8 @@
 """Does the table predict real networks? Measure whole networks on the table's backend with
 the same protocol, compare with the sum of their keys, and report how well they agree.
 
-Honest numbers: a calibration is fitted on one subset of networks and scored only on the
-others; the noise floor (the same networks measured twice) says how good agreement can get.
+Honest numbers: a calibration (`latency.calibrate`: `per_key` corrections, or a `linear`
+``a·sum + b``) is fitted on one subset of networks and scored only on the others; the noise floor (the same networks measured twice) says how good agreement can get.
 A fit is kept (written into the table header) only if it was made on at least
 `MIN_FIT_NETWORKS` networks and beats the raw sum on the held-out ones; otherwise it is
 reported with the reason it was refused, and the table is left as it was.
@@ -21,14 +21,16 @@ from typing import Any
 from latency.atomic import atomic_write_json
 from latency.backends import Backend, get_backend
 from latency.header import now_iso
-from latency.metrics import fit_linear, metrics, scatter_plot
+from latency.calibrate import fit_calibration
+from latency.metrics import metrics, scatter_plot
 from latency.predict import Calibration, LatencyAnalysis
 from latency.profile import measure_networks
 from latency.protocol import Builder, Protocol
 from latency.stash import Stash
 from latency.table import Entry, LatencyTable
 
-# Why 8: `measured ≈ a·sum + b` has two parameters. On 2 networks the line passes exactly
+# Why 8: `measured ≈ a·sum + b` has two parameters (a per-key fit more, held in check by
+# its ridge; with few networks it falls back to these two). On 2 networks the line passes exactly
 # through both, so their measurement noise (a few % per network, see the noise floor) goes
 # wholly into a and b: issue 13 met a=14.4, b=-3.0 ms, 182% MAPE against 114% raw. With
 # n networks the fit keeps n-2 degrees of freedom to average that noise, its error
@@ -69,11 +71,12 @@ def validate(
     min_fit_networks: int = MIN_FIT_NETWORKS,
     stream: bool = True,
     stash_dir: str | os.PathLike[str] | None = None,
+    model: str = "per_key",
 ) -> dict[str, Any]:
     """Return (and with `out_dir`, write `validation.json` + `validation.png`) the summary.
 
-    `calibrate_on`: names of networks to fit `measured ≈ a·sum + b` on, or a fraction of
-    them picked with `seed`. An accepted fit (on >= `min_fit_networks` networks, better
+    `calibrate_on`: names of networks to fit the calibration `model` on (`per_key` or
+    `linear`, see `latency.calibrate`), or a fraction of them picked with `seed`. An accepted fit (on >= `min_fit_networks` networks, better
     than the raw sum on the others) goes to `table.header.calibration` (save the table to
     keep it); a refused one leaves the header alone and says why in
     `summary["calibrated"]["refused"]`. `measure` is injectable so the arithmetic can be
@@ -131,8 +134,9 @@ def validate(
     )
     calibrated: list[float | None] | None = None
     if fit_on:
+        keys = {n.name: list(n.keys) for n in networks}
         summary["calibrated"], cal = _calibrate(
-            table, names, fit_on, predicted, measured, min_fit_networks
+            table, keys, fit_on, predicted, measured, min_fit_networks, model
         )
         calibrated = [cal.get(k) for k in names]
         for row in rows:
@@ -154,27 +158,34 @@ def validate(
 
 def _calibrate(
     table: LatencyTable,
-    names: Sequence[str],
+    keys: dict[str, list[str]],
     fit_on: Sequence[str],
     predicted: dict[str, float],
     measured: dict[str, float],
     min_fit_networks: int = MIN_FIT_NETWORKS,
+    model: str = "per_key",
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Fit `measured ≈ a·sum + b` on `fit_on`, score it on the other networks, and store it
-    in the table header only if `fit_refused` finds nothing wrong with it:
-    (summary, calibrated prediction per scored network)."""
+    """Fit `model` on `fit_on` (`keys`: every network's table keys), score it on the other
+    networks, and store it in the table header only if `fit_refused` finds nothing wrong
+    with it: (summary, calibrated prediction per scored network)."""
+    names = list(keys)
     if unknown := set(fit_on) - set(names):
         raise ValueError(f"calibrate_on names unknown networks: {sorted(unknown)}")
     scored = [k for k in names if k not in set(fit_on)]
     if not scored:
         raise ValueError("calibration would use every network; leave some to score on")
-    fit = Calibration(*fit_linear([predicted[k] for k in fit_on], [measured[k] for k in fit_on]))
-    cal = {k: fit(predicted[k]) for k in scored}
+    raw = {k: e.ms for k, e in table.entries.items()}
+    fit, info = fit_calibration(
+        model, [keys[k] for k in fit_on], raw, [measured[k] for k in fit_on]
+    )
+    cal = {k: fit.total((key, raw[key]) for key in keys[k]) for k in scored}
     summary = {
         **metrics([cal[k] for k in scored], [measured[k] for k in scored]),
         "raw_same_networks": metrics([predicted[k] for k in scored], [measured[k] for k in scored]),
+        **info,
         "a": fit.a,
         "b": fit.b,
+        "per_key_corrections": len(fit.per_key_ms),
         "fit_on": list(fit_on),
         "scored_on": scored,
     }
@@ -182,9 +193,10 @@ def _calibrate(
     summary["accepted"], summary["refused"] = refused is None, refused
     if refused is None:
         table.header.calibration = {
-            "kind": "linear",
+            "kind": info["model"],
             "a": fit.a,
             "b": fit.b,
+            **({"per_key_ms": dict(fit.per_key_ms)} if fit.per_key_ms else {}),
             "fit_on": list(fit_on),
             "date": now_iso(),
         }

@@ -203,9 +203,10 @@ def describe_calibration(cal: dict[str, Any] | None) -> str:
     """One line for logs and the summary table: what calibration the costs carry."""
     if cal is None:
         return "none (raw table sums)"
+    per_key = f" and {n} per-key corrections" if (n := cal.get("per_key")) else ""
     return (
-        f"applied: a·sum + b with a={cal['a']:.4g}, b={cal['b_ms']:.4g} ms (the table's, "
-        f"fitted on {cal['fit_on']} network(s); hardware.calibrated=false for raw sums)"
+        f"applied: a·sum + b with a={cal['a']:.4g}, b={cal['b_ms']:.4g} ms{per_key} (the "
+        f"table's, fitted on {cal['fit_on']} network(s); hardware.calibrated=false for raw sums)"
     )
 
 
@@ -251,6 +252,7 @@ def _table_costs(
         applied = {
             "a": cal.a,
             "b_ms": cal.b,
+            "per_key": len(cal.per_key_ms),
             "fit_on": len((h.calibration or {}).get("fit_on") or []),
             "date": (h.calibration or {}).get("date"),
         }

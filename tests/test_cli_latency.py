@@ -192,6 +192,10 @@ def main_error(
         (["space=marsnet", "table=t.json"], ["space=marsnet: no such option", "imagenet"]),
         (["space=tiny", "table=t.json", "calibrate=1.5"], ["calibrate must be"]),
         (
+            ["space=tiny", "table=t.json", "calibration_model=cubic"],
+            ["calibration_model=cubic is unknown", "calibration_model=per_key"],
+        ),
+        (
             ["space=tiny", "table=partial.json"],
             # issue 13: into the table passed, not the one its header's command wrote
             [

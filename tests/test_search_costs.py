@@ -154,11 +154,47 @@ def test_calibrated_costs_say_so(tmp_path: Path) -> None:
         HardwareConfig(kind="lut", table=str(path), unit="us", target_frac=0.5),
         ObjectiveConfig(kind="add_abs"),
     )
-    assert hw.costs.calibration == {"a": 1.5, "b_ms": 0.25, "fit_on": 10, "date": None}
+    assert hw.costs.calibration == {
+        "a": 1.5,
+        "b_ms": 0.25,
+        "per_key": 0,
+        "fit_on": 10,
+        "date": None,
+    }
     assert hw.costs.min_cost() == pytest.approx(1000 * (1.5 * raw.min_cost() + 0.25))
     assert hw.target > 0 and "applied: a·sum + b with a=1.5, b=0.25 ms" in hw.describe()
     back = Hardware.resolve(space, HardwareConfig(), ObjectiveConfig(), saved=hw.to_dict())
     assert back.costs.calibration == hw.costs.calibration  # kept across a resume
+
+
+def test_per_key_calibrated_costs_carry_each_keys_correction(tmp_path: Path) -> None:
+    """A per-key fit corrects each candidate's cost by its own key's d (ms), on top of a·entry:
+    the search's per-layer costs are exactly the predictor's calibrated entries."""
+    path = _calibrate(_table(tmp_path / "t.json"), 1.5, 0.25, fit_on=10)
+    space = get_space("tiny")
+    keys = [str(k) for k in bridge.space_keys(space)]
+    table = LatencyTable.load(path)
+    table.header.calibration["kind"] = "per_key"
+    table.header.calibration["per_key_ms"] = {k: 0.01 * (i + 1) for i, k in enumerate(keys)}
+    table.save(path)
+    raw = layer_costs(space, HardwareConfig(kind="lut", table=str(path), calibrated=False))
+    fixed = layer_costs(space, HardwareConfig(kind="lut", table=str(path)))
+    want, fixed_want = bridge.space_costs(
+        space,
+        lambda key: 1.5 * table.entries[str(key)].ms + 0.01 * (keys.index(str(key)) + 1),
+        0.25,
+    )
+    flat = [c for layer in fixed.per_layer for c in layer]
+    assert flat == pytest.approx([c for layer in want for c in layer])
+    assert fixed.fixed == pytest.approx(fixed_want) and fixed.unit == "ms"
+    assert flat != pytest.approx([c for layer in raw.per_layer for c in layer])
+    assert fixed.calibration["per_key"] == len(keys)
+    hw = Hardware.resolve(
+        space,
+        HardwareConfig(kind="lut", table=str(path), target_frac=0.5),
+        ObjectiveConfig(kind="add_abs"),
+    )
+    assert f"and {len(keys)} per-key corrections" in hw.describe()
 
 
 def test_missing_keys_hint_measures_exactly_them_into_the_users_table(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@
 
 Samples `n_archs` architectures, predicts each with the table (sum of its keys), measures
 each whole network on the table's backend with the table's protocol (twice, for the noise
-floor), fits `measured ≈ a·sum + b` on a `calibrate` fraction and scores it on the others.
+floor), fits a calibration (`calibration_model`: per-key corrections over key counts, or
+`a·sum + b`) on a `calibrate` fraction and scores it on the others.
 The networks are streamed (`stream=true`): each is built and saved once into a temporary
 folder in the run directory and loaded from it for each timing window, so the memory is
 that of two networks whatever `n_archs` is (a phone-class board can validate 300).
@@ -82,6 +83,13 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
 
     if not 0.0 <= float(cfg.calibrate) < 1.0:
         raise CLIError(f"calibrate must be a fraction in [0, 1), got {cfg.calibrate}")
+    from latency.calibrate import MODELS
+
+    if cfg.calibration_model not in MODELS:
+        raise CLIError(
+            f"calibration_model={cfg.calibration_model} is unknown; use one of: "
+            + ", ".join(f"calibration_model={m}" for m in MODELS)
+        )
     if int(cfg.n_archs) < 2:
         raise CLIError(f"n_archs must be >= 2, got {cfg.n_archs}")
     space = make_space(cfg)
@@ -114,6 +122,7 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
         progress=cfg.progress if cfg.progress is not None else False,
         seed=int(cfg.seed),
         stream=bool(cfg.stream),
+        model=str(cfg.calibration_model),
     )
     secs = time.perf_counter() - t0
     summary = {
@@ -178,7 +187,10 @@ def report(summary: dict[str, Any], out_dir: str | Path, saved: bool) -> None:
     print(_line("raw sum", summary))
     if cal := summary.get("calibrated"):
         print(_line("raw, scored", cal["raw_same_networks"]))
-        print(_line("calibrated", cal) + f"   (a={cal['a']:.4f}, b={cal['b']:.3f} ms)")
+        fit = f"a={cal['a']:.4f}, b={cal['b']:.3f} ms"
+        if cal.get("per_key_corrections"):
+            fit += f", {cal['per_key_corrections']} per-key corrections, λ={cal['lambda']}"
+        print(_line("calibrated", cal) + f"   ({cal.get('model', 'linear')}: {fit})")
     if noise := summary.get("noise_floor"):
         print(_line("noise floor", noise) + "   (same networks measured twice)")
     out = Path(out_dir)
