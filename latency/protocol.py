@@ -13,8 +13,8 @@ Why each step:
   over all speed-corrected calls show the spread.
 
 Items are either all live at once (table keys: small ops), or streamed from a `Stash` on
-disk (whole networks: one live at a time besides the reference); a streamed item is warmed
-up again each time it is loaded, so every window still times a warm item.
+disk in chunks (whole networks: a chunk live at a time besides the reference), each item
+loaded and warmed up once per measurement.
 """
 
 from __future__ import annotations
@@ -94,9 +94,14 @@ def measure(
     building and preparing them.
 
     With `stash` (a `latency.stash.Stash`), items are streamed instead: each is built and
-    saved to the stash's folder once, then loaded for each window, warmed up, timed and
-    freed, so only the window's item and the reference are live (memory of two items, not
-    of all). The rounds still interleave every item in a fresh shuffled order.
+    saved to the stash's folder once, then measured in chunks of `stash.live` items: a
+    chunk is loaded and warmed up once, its rounds interleave its items in a fresh shuffled
+    order, and it is freed before the next one. Memory is that of one chunk plus the
+    reference, whatever the number of items; every item is loaded once per measurement.
+    (Loading an item for every window instead cost 4x the time and tripled the spread
+    between two measurements of the same ONNX Runtime networks: a session just created
+    has not settled after a few calls. Slow episodes that hit a whole chunk are what the
+    reference's speed correction removes.)
     """
     if not builders:
         return Measurement({}, "", 1.0)
@@ -105,57 +110,56 @@ def measure(
     if stash is not None:
         for k in _bar(keys, progress, f"{desc}: save"):
             stash.add(k, builders[k])
-        pool = _Streamed(stash)
+        pool, size = _Streamed(stash), max(int(stash.live), 1)
     else:
-        pool = _Live(builders, backend, prepared, progress, f"{desc}: prepare")
-    first: dict[str, float] = {}
-    repeats: dict[str, int] = {}
-    for k in keys:
-        run, _ = pool.get(k)
-        for _ in range(protocol.warmup):
-            run()
-        first[k] = float(np.median(backend.time_calls(run, 3)))
-        want = math.ceil(protocol.window_ms / max(first[k], 1e-6))
-        repeats[k] = int(min(max(want, protocol.repeats), protocol.max_repeats))
-        del run
-        pool.put(k)
-    # The reference: the item of median speed, representative of the rest.
-    ref = sorted(keys, key=lambda k: first[k])[len(keys) // 2]
-    ref_run, fresh = pool.get(ref)  # live through all rounds
-    for _ in range(protocol.warmup if fresh else 0):
-        ref_run()
-
+        pool, size = _Live(builders, backend, prepared, progress, f"{desc}: prepare"), len(keys)
     rng = random.Random(protocol.seed)
-    calls: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    repeats: dict[str, int] = {}
     refs: list[float] = []
     pending: list[tuple[str, np.ndarray, int]] = []  # (key, per-call ms, index of ref before)
+    ref, ref_run = "", None
     bar = _bar(range(protocol.rounds * len(keys)), progress, desc)
     it = iter(bar)
     gc_was = gc.isenabled()
-    gc.disable()
     try:
-        for _ in range(protocol.rounds):
-            order = keys[:]
-            rng.shuffle(order)
-            for i, k in enumerate(order):
-                if i % max(protocol.reference_every, 1) == 0:
-                    refs.append(min(backend.time_calls(ref_run, repeats[ref])))
-                run, fresh = pool.get(k)
-                for _ in range(protocol.warmup if fresh else 0):  # a freshly loaded item
-                    run()
-                pending.append((k, np.asarray(backend.time_calls(run, repeats[k])), len(refs) - 1))
-                del run
+        for part in (keys[i : i + size] for i in range(0, len(keys), size)):
+            runs = {k: pool.get(k) for k in part}  # loaded (streamed) or live: warm each up
+            first: dict[str, float] = {}
+            for k in part:
+                for _ in range(protocol.warmup):
+                    runs[k]()
+                first[k] = float(np.median(backend.time_calls(runs[k], 3)))
+                want = math.ceil(protocol.window_ms / max(first[k], 1e-6))
+                repeats[k] = int(min(max(want, protocol.repeats), protocol.max_repeats))
+            if ref_run is None:  # the first chunk's item of median speed, live to the end
+                ref = sorted(part, key=lambda k: first[k])[len(part) // 2]
+                ref_run = pool.get(ref)
+            gc.disable()
+            for _ in range(protocol.rounds):
+                order = part[:]
+                rng.shuffle(order)
+                for i, k in enumerate(order):
+                    if i % max(protocol.reference_every, 1) == 0:
+                        refs.append(min(backend.time_calls(ref_run, repeats[ref])))
+                    times = np.asarray(backend.time_calls(runs[k], repeats[k]))
+                    pending.append((k, times, len(refs) - 1))
+                    next(it, None)
+                refs.append(min(backend.time_calls(ref_run, repeats[ref])))
+            if gc_was:
+                gc.enable()
+            runs.clear()
+            for k in part:
                 pool.put(k)
-                next(it, None)
-            refs.append(min(backend.time_calls(ref_run, repeats[ref])))
     finally:
-        del ref_run
-        pool.put(ref)
+        ref_run = None
+        if ref:
+            pool.put(ref)
         if gc_was:
             gc.enable()
         if hasattr(bar, "close"):
             bar.close()
     best = min(refs)
+    calls: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     windows: dict[str, list[float]] = {k: [] for k in keys}
     for k, times, j in pending:
         # Reference just before and just after the window; min() ignores a spike in one.
@@ -175,10 +179,9 @@ def measure(
 
 
 class _Pool:
-    """Runs by key: `get` gives one (and whether it was just made: it needs a warmup),
-    `put` hands it back."""
+    """Runs by key: `get` gives one, `put` hands it back."""
 
-    def get(self, key: str) -> tuple[Run, bool]:
+    def get(self, key: str) -> Run:
         raise NotImplementedError
 
     def put(self, key: str) -> None:
@@ -186,7 +189,7 @@ class _Pool:
 
 
 class _Live(_Pool):
-    """Every item prepared up front and kept (the first `get` of each counts as fresh)."""
+    """Every item prepared up front and kept."""
 
     def __init__(
         self,
@@ -201,8 +204,8 @@ class _Live(_Pool):
             if k not in self.runs:
                 self.runs[k] = backend.prepare(*builders[k]())
 
-    def get(self, key: str) -> tuple[Run, bool]:
-        return self.runs[key], False
+    def get(self, key: str) -> Run:
+        return self.runs[key]
 
 
 class _Streamed(_Pool):
@@ -213,14 +216,14 @@ class _Streamed(_Pool):
         self.stash = stash
         self.live: dict[str, tuple[Run, int]] = {}
 
-    def get(self, key: str) -> tuple[Run, bool]:
+    def get(self, key: str) -> Run:
         if key in self.live:
             run, n = self.live[key]
             self.live[key] = (run, n + 1)
-            return run, False
+            return run
         run = self.stash.load(key)
         self.live[key] = (run, 1)
-        return run, True
+        return run
 
     def put(self, key: str) -> None:
         run, n = self.live.pop(key)

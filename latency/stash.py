@@ -1,5 +1,5 @@
 """Items saved to disk once and loaded back one at a time, so that measuring many whole
-networks needs the memory of one network, not of all of them (issue 12: 300 ImageNet-space
+networks needs the memory of a few networks, not of all of them (issue 12: 300 ImageNet-space
 networks held 13 GiB live; a phone-class board has 4-8 GiB).
 
 What an item is saved as is the backend's business (`Backend.save` / `Backend.load`): the
@@ -33,15 +33,21 @@ Builder = Callable[[], tuple[nn.Module, torch.Tensor]]
 class Stash:
     """A folder of saved items for one backend: `add` builds and saves an item once,
     `load` makes a fresh run of it. Without `folder`, a temporary one (inside `parent` if
-    given) that `close` (or leaving a `with` block) deletes; a given `folder` is kept."""
+    given) that `close` (or leaving a `with` block) deletes; a given `folder` is kept.
+    `live`: how many items a measurement keeps loaded at once (`latency.protocol.measure`
+    measures them in chunks of that size), the memory/time trade-off of streaming."""
 
     def __init__(
         self,
         backend: Backend,
         folder: str | os.PathLike[str] | None = None,
         parent: str | os.PathLike[str] | None = None,
+        live: int = 8,
     ) -> None:
+        if int(live) < 1:
+            raise ValueError(f"a stash must keep at least one item live, got live={live}")
         self.backend = backend
+        self.live = int(live)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if folder is None:
             if parent is not None:

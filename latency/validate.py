@@ -72,6 +72,7 @@ def validate(
     stream: bool = True,
     stash_dir: str | os.PathLike[str] | None = None,
     model: str = "per_key",
+    stream_live: int = 8,
 ) -> dict[str, Any]:
     """Return (and with `out_dir`, write `validation.json` + `validation.png`) the summary.
 
@@ -84,9 +85,10 @@ def validate(
 
     `stream` (default): each network is built and saved once (its ONNX export for ORT) into
     `stash_dir`, or a temporary folder inside `out_dir` (else the system's) deleted at the
-    end, and loaded from there for each timing window: peak memory is that of two networks
-    (the one timed and the speed reference), whatever their number. `stream=False` keeps
-    every prepared network live through both passes (faster, memory grows with n).
+    end, and measured from there in chunks of `stream_live` networks: peak memory is that
+    of `stream_live` + 1 networks (the chunk and the speed reference), whatever their
+    number. `stream=False` keeps every prepared network live through both passes (no
+    re-loading for the second pass; memory grows with n).
     """
     backend = get_backend(backend) if isinstance(backend, str) else backend
     table.header.require(
@@ -110,7 +112,8 @@ def validate(
     with contextlib.ExitStack() as stack:
         kw: dict[str, Any] = {"prepared": {}}
         if stream:
-            kw = {"stash": stack.enter_context(Stash(backend, stash_dir, parent=out_dir))}
+            stash = Stash(backend, stash_dir, parent=out_dir, live=stream_live)
+            kw = {"stash": stack.enter_context(stash)}
         first = measure(builders, backend, protocol, progress=progress, **kw)
         again = measure(builders, backend, protocol, progress=progress, **kw) if noise_floor else {}
     measured = {k: first[k].ms for k in names}
@@ -120,6 +123,7 @@ def validate(
         "backend": backend.name,
         "device": table.header.device,
         "streamed": stream,
+        **({"stream_live": stream_live} if stream else {}),
         **metrics(pred, [measured[k] for k in names]),
     }
     rows = [{"name": k, "predicted_ms": predicted[k], "measured_ms": measured[k]} for k in names]
@@ -179,9 +183,10 @@ def _calibrate(
         model, [keys[k] for k in fit_on], raw, [measured[k] for k in fit_on]
     )
     cal = {k: fit.total((key, raw[key]) for key in keys[k]) for k in scored}
+    truth = [measured[k] for k in scored]
     summary = {
-        **metrics([cal[k] for k in scored], [measured[k] for k in scored]),
-        "raw_same_networks": metrics([predicted[k] for k in scored], [measured[k] for k in scored]),
+        **metrics([cal[k] for k in scored], truth),
+        "raw_same_networks": metrics([predicted[k] for k in scored], truth),
         **info,
         "a": fit.a,
         "b": fit.b,
@@ -189,6 +194,12 @@ def _calibrate(
         "fit_on": list(fit_on),
         "scored_on": scored,
     }
+    if info["model"] != "linear":  # what the per-key corrections add, on the same networks
+        line, _ = fit_calibration(
+            "linear", [keys[k] for k in fit_on], raw, [measured[k] for k in fit_on]
+        )
+        lined = [line.total((key, raw[key]) for key in keys[k]) for k in scored]
+        summary["linear_same_networks"] = metrics(lined, truth)
     refused = fit_refused(fit, len(fit_on), summary, min_fit_networks)
     summary["accepted"], summary["refused"] = refused is None, refused
     if refused is None:

@@ -195,6 +195,7 @@ def main_error(
             ["space=tiny", "table=t.json", "calibration_model=cubic"],
             ["calibration_model=cubic is unknown", "calibration_model=per_key"],
         ),
+        (["space=tiny", "table=t.json", "stream_live=0"], ["stream_live must be >= 1"]),
         (
             ["space=tiny", "table=partial.json"],
             # issue 13: into the table passed, not the one its header's command wrote

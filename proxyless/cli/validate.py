@@ -7,8 +7,9 @@ each whole network on the table's backend with the table's protocol (twice, for 
 floor), fits a calibration (`calibration_model`: per-key corrections over key counts, or
 `a·sum + b`) on a `calibrate` fraction and scores it on the others.
 The networks are streamed (`stream=true`): each is built and saved once into a temporary
-folder in the run directory and loaded from it for each timing window, so the memory is
-that of two networks whatever `n_archs` is (a phone-class board can validate 300).
+folder in the run directory and measured from it in chunks of `stream_live` (default 8),
+so the memory is that of `stream_live` + 1 networks whatever `n_archs` is (a phone-class
+board can validate 300).
 Writes validation.json + validation.png into the run directory, saves the calibration into
 the table header (atomically) if it was fitted on enough networks (`MIN_FIT_NETWORKS`) and
 beats the raw sum on the others (else says why not), and prints the figures.
@@ -92,6 +93,11 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
         )
     if int(cfg.n_archs) < 2:
         raise CLIError(f"n_archs must be >= 2, got {cfg.n_archs}")
+    if int(cfg.stream_live) < 1:
+        raise CLIError(
+            f"stream_live must be >= 1 (networks loaded at once), got {cfg.stream_live}; "
+            "for every network live at once use stream=false"
+        )
     space = make_space(cfg)
     table, backend = load_table(cfg)
     protocol = make_protocol(protocol_overrides(cfg.protocol), table.header.protocol)
@@ -122,6 +128,7 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
         progress=cfg.progress if cfg.progress is not None else False,
         seed=int(cfg.seed),
         stream=bool(cfg.stream),
+        stream_live=int(cfg.stream_live),
         model=str(cfg.calibration_model),
     )
     secs = time.perf_counter() - t0
@@ -191,6 +198,8 @@ def report(summary: dict[str, Any], out_dir: str | Path, saved: bool) -> None:
         if cal.get("per_key_corrections"):
             fit += f", {cal['per_key_corrections']} per-key corrections, λ={cal['lambda']}"
         print(_line("calibrated", cal) + f"   ({cal.get('model', 'linear')}: {fit})")
+        if line := cal.get("linear_same_networks"):
+            print(_line("linear only", line) + "   (a·sum + b alone, same networks)")
     if noise := summary.get("noise_floor"):
         print(_line("noise floor", noise) + "   (same networks measured twice)")
     out = Path(out_dir)

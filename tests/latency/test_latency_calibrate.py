@@ -106,6 +106,7 @@ def test_validation_stores_the_per_key_fit_and_the_predictor_applies_it() -> Non
     linear = validate(table, nets, Torch(), calibrate_on=0.5, noise_floor=False,
                       measure=measure, progress=False, model="linear")["calibrated"]
     assert linear["model"] == "linear" and cal["mape"] < linear["mape"] / 3
+    assert cal["linear_same_networks"] == {k: linear[k] for k in cal["linear_same_networks"]}
 
 
 def test_a_malformed_stored_calibration_is_one_clear_error() -> None:
