@@ -8,7 +8,7 @@ machine speed, a low quantile over rounds; p10/p90 of all calls. Resumable: keys
 the results file are skipped.
 
     python latency_runner.py BUNDLE_DIR --out results.json --threads 1
-    python latency_runner.py BUNDLE_DIR --out results.json --threads 1 --stream  # little RAM
+    python latency_runner.py BUNDLE_DIR --out results.json --threads 1 --stream  # 8 models open
 Then copy results.json back and import it with latency.bundle.import_results.
 """
 
@@ -31,6 +31,7 @@ import numpy as np
 import onnxruntime as ort
 
 FORMAT = "proxyless-latency-results/1"
+STREAM_CHUNK = 8  # as latency.stash.Stash's `live`: each model opened once, 8 at a time
 DEFAULTS = {
     "warmup": 10,
     "rounds": 7,
@@ -92,16 +93,13 @@ def time_calls(run, repeats: int) -> np.ndarray:
 
 
 class Sessions:
-    """Runs of bundle items by key: all opened up front, or with `stream` opened from the
-    model file for each window and closed after it (memory of two models: the one timed
-    and the reference; for boards with little memory). `get` -> (run, just opened?)."""
+    """Runs of bundle items by key, each model opened once (memory: the models of one
+    chunk; `--stream` keeps chunks small for boards with little memory)."""
 
-    def __init__(self, bundle: Path, items: list, threads: int, provider: str, stream: bool):
+    def __init__(self, bundle: Path, items: list, threads: int, provider: str):
         self.bundle, self.threads, self.provider = bundle, threads, provider
         self.items = {it["key"]: it for it in items}
-        self.live: dict = {}  # key -> [run, holders]; up front: one holder forever
-        if not stream:
-            self.live = {k: [self._open(k), 1] for k in self.items}
+        self.runs = {k: self._open(k) for k in self.items}
 
     def _open(self, key: str):
         it = self.items[key]
@@ -110,38 +108,20 @@ class Sessions:
         feed = {it["input_name"]: x}
         return lambda: sess.run(None, feed)
 
-    def get(self, key: str):
-        if key in self.live:
-            self.live[key][1] += 1
-            return self.live[key][0], False
-        run = self._open(key)
-        self.live[key] = [run, 1]
-        return run, True
-
-    def put(self, key: str) -> None:
-        self.live[key][1] -= 1
-        if self.live[key][1] == 0:
-            del self.live[key]
-            gc.collect()  # outside any timed window
-
 
 def measure(runs: Sessions, p: dict, log=print) -> dict:
-    """The protocol (mirror of latency.protocol.measure); returns {key: entry}."""
+    """The protocol (mirror of latency.protocol.measure for one chunk); returns {key: entry}."""
     keys = list(runs.items)
     first, reps = {}, {}
     for k in keys:
-        run, _ = runs.get(k)
+        run = runs.runs[k]
         for _ in range(p["warmup"]):
             run()
         first[k] = float(np.median(time_calls(run, 3)))
         want = math.ceil(p["window_ms"] / max(first[k], 1e-6))
         reps[k] = int(min(max(want, p["repeats"]), p["max_repeats"]))
-        del run
-        runs.put(k)
     ref = sorted(keys, key=lambda k: first[k])[len(keys) // 2]
-    ref_run, fresh = runs.get(ref)  # held through the rounds
-    for _ in range(p["warmup"] if fresh else 0):
-        ref_run()
+    ref_run = runs.runs[ref]
     rng, refs, pending = random.Random(p["seed"]), [], []
     gc.disable()
     try:
@@ -151,17 +131,10 @@ def measure(runs: Sessions, p: dict, log=print) -> dict:
             for i, k in enumerate(order):
                 if i % max(p["reference_every"], 1) == 0:
                     refs.append(time_calls(ref_run, reps[ref]).min())
-                run, fresh = runs.get(k)
-                for _ in range(p["warmup"] if fresh else 0):  # just opened: warm it up
-                    run()
-                pending.append((k, time_calls(run, reps[k]), len(refs) - 1))
-                del run
-                runs.put(k)
+                pending.append((k, time_calls(runs.runs[k], reps[k]), len(refs) - 1))
             refs.append(time_calls(ref_run, reps[ref]).min())
             log(f"round {r + 1}/{p['rounds']} done ({len(keys)} models)")
     finally:
-        del ref_run
-        runs.put(ref)
         gc.enable()
     best = min(refs)
     windows = {k: [] for k in keys}
@@ -196,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="results JSON (default BUNDLE/results.json)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--provider", default="CPUExecutionProvider")
-    ap.add_argument("--chunk", type=int, default=0, help="models per batch; saved after each")
+    ap.add_argument(
+        "--chunk", type=int, default=0, help="models open at once; results saved after each chunk"
+    )
     ap.add_argument(
         "--stream",
         action="store_true",
-        help="open each model for its timing window only (memory of two models, not of all;"
-        " each is warmed up again after opening)",
+        help=f"little memory: measure in chunks of {STREAM_CHUNK} models (unless --chunk says)",
     )
     for name, value in DEFAULTS.items():
         flag = "--" + name.replace("_", "-")
@@ -225,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     todo = [it for it in manifest["items"] if it["key"] not in results]
     if not todo:
         print(f"nothing to measure: all {len(results)} keys are in {out}")
-    size = args.chunk if args.chunk > 0 else max(len(todo), 1)
+    size = args.chunk or (STREAM_CHUNK if args.stream else 0) or max(len(todo), 1)
     for start in range(0, len(todo), size):
         chunk = todo[start : start + size]
-        runs = Sessions(args.bundle, chunk, args.threads, args.provider, args.stream)
+        runs = Sessions(args.bundle, chunk, args.threads, args.provider)
         results.update(measure(runs, proto))
         del runs
         write_json(
