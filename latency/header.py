@@ -22,7 +22,9 @@ class TableHeader:
 
     `versions` holds runtime and library versions (torch, onnxruntime, python...);
     `protocol` the measurement protocol (warmup, rounds, repeats, statistic...);
-    `calibration` an optional fit `measured ≈ a * sum + b` made by validation.
+    `calibration` an optional fit made by validation (`latency.calibrate`);
+    `anchor_ms` the speed anchor's time when the table was measured (`latency.anchor`):
+    later measurements against the table are rescaled to that speed.
     """
 
     device: str
@@ -35,6 +37,7 @@ class TableHeader:
     protocol: dict[str, Any] = field(default_factory=dict)
     profile_command: str = ""
     calibration: dict[str, Any] | None = None
+    anchor_ms: float | None = None
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("device", "backend", "batch", "dtype")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from latency.anchor import ANCHOR_KEY, anchor_builder, rescale
 from latency.backends import Backend, get_backend
 from latency.errors import TableError
 from latency.header import TableHeader
@@ -35,6 +36,10 @@ def profile(
     `items` maps a key to a builder returning `(module, example_input)`; only missing keys
     are built. `chunk` > 0 measures that many keys at a time (bounded memory, and with
     `save_to`, bounded loss on interruption).
+
+    Every chunk also times the speed anchor (`latency.anchor`): a new table stores its ms,
+    and keys measured later (next chunks, resumed runs) are rescaled to that speed. A table
+    without an anchor (written before anchors) is extended as measured.
     """
     backend = get_backend(backend) if isinstance(backend, str) else backend
     fields = backend.header_fields()
@@ -70,18 +75,27 @@ def profile(
 
         return build
 
+    if ANCHOR_KEY in items:
+        raise TableError(f"{ANCHOR_KEY!r} is reserved for the speed anchor; rename that item")
+    anchored = table is None or table.header.anchor_ms is not None
     size = chunk if chunk > 0 else max(len(todo), 1)
     for start in range(0, len(todo), size):
         keys = todo[start : start + size]
         got = measure(
-            {k: checked(k) for k in keys},
+            {k: checked(k) for k in keys} | ({ANCHOR_KEY: anchor_builder} if anchored else {}),
             backend,
             protocol,
             progress,
             desc=f"profile {backend.name} [{start + len(keys)}/{len(todo)}]",
         )
         assert result is not None  # set by the first build
-        for k, entry in got.entries.items():
+        entries = dict(got.entries)
+        if anchored:
+            now = entries.pop(ANCHOR_KEY).ms
+            if result.header.anchor_ms is None:
+                result.header.anchor_ms = now
+            entries = rescale(entries, result.header.anchor_ms / now)
+        for k, entry in entries.items():
             result.add(k, entry)
         if save_to is not None:
             result.save(save_to)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latency.anchor import measure_anchored
 from latency.atomic import atomic_write_json
 from latency.backends import Backend, get_backend
 from latency.header import now_iso
@@ -114,14 +115,27 @@ def validate(
         if stream:
             stash = Stash(backend, stash_dir, parent=out_dir, live=stream_live)
             kw = {"stash": stack.enter_context(stash)}
-        first = measure(builders, backend, protocol, progress=progress, **kw)
-        again = measure(builders, backend, protocol, progress=progress, **kw) if noise_floor else {}
+        # Each pass times the speed anchor too and is rescaled to the table's speed (when the
+        # table has an anchor): drift between profiling and now, or between the passes, is
+        # the machine's, not the table's error.
+        anchor = table.header.anchor_ms
+        first, speed = measure_anchored(
+            measure, builders, anchor, backend, protocol, progress=progress, **kw
+        )
+        again, speed_again = (
+            measure_anchored(measure, builders, anchor, backend, protocol, progress=progress, **kw)
+            if noise_floor
+            else ({}, None)
+        )
     measured = {k: first[k].ms for k in names}
     pred = [predicted[k] for k in names]
     summary: dict[str, Any] = {
         "date": now_iso(),
         "backend": backend.name,
         "device": table.header.device,
+        "anchored": anchor is not None,
+        # this machine's speed in each pass relative to the table's (> 1: slower); None: no anchor
+        "speed_vs_table": [x for x in (speed, speed_again) if x is not None] or None,
         "streamed": stream,
         **({"stream_live": stream_live} if stream else {}),
         **metrics(pred, [measured[k] for k in names]),

@@ -341,18 +341,25 @@ def measured_latency(arch: Arch, cfg: HardwareConfig) -> float | None:
     table whose backend cannot run here (a phone's, or CUDA without a GPU)."""
     from latency.protocol import Protocol
 
-    if cfg.kind == "profile":
-        backend, batch, threads, protocol = cfg.backend, cfg.batch, cfg.threads, None
-    elif cfg.kind == "lut":
+    if cfg.kind == "lut":
         h = load_table(cfg).header
-        backend, batch, threads = h.backend, h.batch, h.threads
-        protocol = Protocol.from_dict(h.protocol) if h.protocol else None
+    elif cfg.kind == "profile":  # the profile cache's table: its protocol and speed anchor
+        from latency.backends import get_backend
+
+        device = get_backend(cfg.backend, threads=cfg.threads).device_name()
+        path = cached_table_path(arch.space, cfg, device)
+        if not path.is_file():
+            return None  # nothing was profiled (the costs came from elsewhere)
+        h = LatencyTable.load(path, force=True).header
     else:
         return None
+    backend, batch, threads = h.backend, h.batch, h.threads
+    protocol = Protocol.from_dict(h.protocol) if h.protocol else None
+    anchor = h.anchor_ms
     if backend not in ("torch-cpu", "ort-cpu") and not torch.cuda.is_available():
         return None
     try:
-        ms = bridge.measure_arch(arch, str(backend), batch, threads, protocol)
+        ms = bridge.measure_arch(arch, str(backend), batch, threads, protocol, anchor)
     except (KeyError, RuntimeError) as e:  # e.g. a backend name this machine lacks
         log.warning("could not measure the derived arch on %s: %s", backend, e)
         return None

@@ -207,14 +207,18 @@ def measure_arch(
     batch: int = 1,
     threads: int = 1,
     protocol: Protocol | None = None,
+    anchor_ms: float | None = None,
 ) -> float:
     """End-to-end latency (ms) of the standalone network on this machine, measured with the
-    same protocol as the table's entries, to check the table's prediction."""
+    same protocol as the table's entries, to check the table's prediction; with the table's
+    `anchor_ms`, rescaled to the machine speed the table was measured at (`latency.anchor`)."""
+    from latency.anchor import measure_anchored
     from latency.backends import get_backend
     from latency.profile import measure_networks
 
     be = get_backend(backend, threads=threads)
-    entries = measure_networks(
-        {"arch": arch_network(arch, "arch", batch).build}, be, protocol, progress=False
+    builders = {"arch": arch_network(arch, "arch", batch).build}
+    entries, _ = measure_anchored(
+        measure_networks, builders, anchor_ms, be, protocol, progress=False
     )
     return entries["arch"].ms
