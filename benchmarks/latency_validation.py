@@ -97,6 +97,8 @@ def main() -> None:
                 "calibration_model": cal.get("model", "linear"),
                 "raw_same_held_out": brief(cal.get("raw_same_networks", {})),
                 "noise_floor": brief(s.get("noise_floor", {})),
+                "linear_only_held_out": brief(cal.get("linear_same_networks", {})),
+                "speed_vs_table": s.get("speed_vs_table"),
                 "validate_s": s["seconds"],
                 "protocol": s["protocol"],
             }

@@ -108,7 +108,7 @@ def measure(
     keys = list(builders)
     pool: _Pool
     if stash is not None:
-        for k in _bar(keys, progress, f"{desc}: save"):
+        for k in progress_bar(keys, progress, f"{desc}: save"):
             stash.add(k, builders[k])
         pool, size = _Streamed(stash), max(int(stash.live), 1)
     else:
@@ -118,7 +118,7 @@ def measure(
     refs: list[float] = []
     pending: list[tuple[str, np.ndarray, int]] = []  # (key, per-call ms, index of ref before)
     ref, ref_run = "", None
-    bar = _bar(range(protocol.rounds * len(keys)), progress, desc)
+    bar = progress_bar(range(protocol.rounds * len(keys)), progress, desc)
     it = iter(bar)
     gc_was = gc.isenabled()
     try:
@@ -200,7 +200,7 @@ class _Live(_Pool):
         desc: str,
     ) -> None:
         self.runs = prepared if prepared is not None else {}
-        for k in _bar(list(builders), progress, desc):
+        for k in progress_bar(list(builders), progress, desc):
             if k not in self.runs:
                 self.runs[k] = backend.prepare(*builders[k]())
 
@@ -234,7 +234,7 @@ class _Streamed(_Pool):
         gc.collect()  # outside any timed window; frees what a cycle may still hold
 
 
-def _bar(it: Any, progress: bool, desc: str) -> Any:
+def progress_bar(it: Any, progress: bool, desc: str) -> Any:
     """tqdm when asked and installed, else the plain iterable."""
     if not progress:
         return it
