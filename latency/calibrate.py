@@ -13,9 +13,9 @@ network stays linear in its layers (the search's expected latency relies on that
 
 A few dozen networks do not pin down ~70 free corrections, so the fit is a ridge toward
 "no correction", relative to the entry (``d_k = r_k·entry_k``, penalty ``λ·Σ r_k²``; a and b
-free). λ is picked by leave-one-out error on the fit networks alone (closed form) from a
-grid that includes λ = ∞, the plain linear fit: with too few networks, or nothing
-key-specific to learn, it falls back to that by itself. Errors are relative to the measured
+free). λ is picked by leave-one-out error on the fit networks alone (closed form, one-
+standard-error rule) from a grid that includes λ = ∞, the plain linear fit: with too few
+networks, or nothing key-specific to learn, it falls back to that by itself. Errors are relative to the measured
 latency (weights 1/measured), the metric every validation figure uses.
 """
 
@@ -33,8 +33,6 @@ from latency.predict import Calibration
 MODELS = ("per_key", "linear")
 # λ relative to the mean diagonal of the correction block of the normal equations; inf: linear.
 LAMBDAS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, math.inf)
-# A freer fit (smaller λ) must beat the simpler one's leave-one-out error by this much.
-SIMPLER_UNLESS = 0.01
 MIN_PER_KEY_NETWORKS = 4  # leave-one-out needs a few networks beyond a and b
 
 
@@ -75,20 +73,23 @@ def _fit_per_key(
     gram = f.T @ f
     scale = float(np.trace(gram[2:, 2:])) / len(keys) or 1.0
     tried: dict[str, float] = {}
-    best: tuple[float, float, np.ndarray] | None = None
+    fits: list[tuple[float, np.ndarray, np.ndarray]] = []  # (λ, coefficients, LOO residuals)
     for lam in reversed(LAMBDAS):  # from the plain line to the freest fit
         beta, loo = _ridge_loo(f, y, gram, lam * scale)
         a, r = beta[1], beta[2:]
-        if not (a > 0 and np.all(a + r > 0)):  # a corrected entry must stay positive
-            tried[_label(lam)] = math.nan
-            continue
-        tried[_label(lam)] = loo
-        if best is None or loo < best[0] * (1.0 - SIMPLER_UNLESS) - 1e-9:
-            best = (loo, lam, beta)
-    if best is None:  # no λ keeps every entry positive: fall back to the plain line
+        ok = a > 0 and np.all(a + r > 0) and np.all(np.isfinite(loo))  # entries stay positive
+        tried[_label(lam)] = float(np.sqrt(np.mean(loo**2))) if ok else math.nan
+        if ok:
+            fits.append((lam, beta, loo))
+    if not fits:  # no λ keeps every entry positive: fall back to the plain line
         a, b = fit_linear(z.sum(1), m)
         return Calibration(a, b), {"model": "linear", "loo_rmse_by_lambda": tried}
-    _, lam, beta = best
+    # The one-standard-error rule: the simplest fit (largest λ) whose leave-one-out error is
+    # within one standard error of the best one's; a freer fit must earn its parameters.
+    sq = [loo**2 for _, _, loo in fits]
+    i_min = int(np.argmin([s.mean() for s in sq]))
+    limit = sq[i_min].mean() + sq[i_min].std() / math.sqrt(len(m))
+    lam, beta, _ = next(fit for fit, s in zip(fits, sq) if s.mean() <= limit + 1e-15)
     per_key = {k: float(beta[2 + j] * e[j]) for j, k in enumerate(keys) if beta[2 + j] != 0.0}
     info = {
         "model": "per_key" if per_key else "linear",
@@ -100,9 +101,9 @@ def _fit_per_key(
 
 def _ridge_loo(
     f: np.ndarray, y: np.ndarray, gram: np.ndarray, lam: float
-) -> tuple[np.ndarray, float]:
-    """Ridge on the correction columns (not on b, a), and its leave-one-out RMSE from the
-    hat matrix: residual_i / (1 - h_ii), no refitting. λ = ∞ drops the corrections."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge on the correction columns (not on b, a), and its leave-one-out residuals from
+    the hat matrix: residual_i / (1 - h_ii), no refitting. λ = ∞ drops the corrections."""
     cols = 2 if math.isinf(lam) else f.shape[1]
     fs = f[:, :cols]
     pen = np.zeros(cols)
@@ -112,9 +113,7 @@ def _ridge_loo(
     beta[:cols] = inv @ (fs.T @ y)
     h = np.einsum("ij,jk,ik->i", fs, inv, fs)
     with np.errstate(divide="ignore", invalid="ignore"):
-        loo = (y - fs @ beta[:cols]) / (1.0 - h)
-    rmse = float(np.sqrt(np.mean(loo**2)))
-    return beta, rmse if math.isfinite(rmse) else math.inf
+        return beta, (y - fs @ beta[:cols]) / (1.0 - h)
 
 
 def _label(lam: float) -> str:

@@ -108,8 +108,7 @@ def measure(
     keys = list(builders)
     pool: _Pool
     if stash is not None:
-        for k in progress_bar(keys, progress, f"{desc}: save"):
-            stash.add(k, builders[k])
+        stash.add_all(builders, progress)
         pool, size = _Streamed(stash), max(int(stash.live), 1)
     else:
         pool, size = _Live(builders, backend, prepared, progress, f"{desc}: prepare"), len(keys)

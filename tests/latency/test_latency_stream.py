@@ -138,3 +138,23 @@ def test_streamed_validation_peak_rss_does_not_grow_with_networks(backend: str) 
     assert r.returncode == 0, r.stderr
     growth = json.loads(r.stdout.strip().splitlines()[-1])["growth_mib"]
     assert growth < n * size_mib / 2, growth
+
+
+@pytest.mark.parametrize("base", [TorchCPU, OrtCPU], ids=["torch-cpu", "ort-cpu"])
+def test_stash_saves_many_items_in_parallel_and_loads_them_back(base: type, tmp_path: Path) -> None:
+    """add_all forks savers (ONNX exports of hundreds of networks are the slow part of a
+    validation); every item loads back from what the children wrote and computes the same."""
+    from latency.stash import Stash
+
+    _, nets = conv_nets(12)
+    builders = {n.name: n.build for n in nets}
+    files = 12 * (2 if base is OrtCPU else 1)  # ONNX + input, or weights with input
+    with Stash(base(), tmp_path / "stash") as stash:
+        stash.add_all(builders, workers=2)
+        assert len(stash) == 12 and len(list((tmp_path / "stash").iterdir())) == files
+        stash.add_all(builders, workers=2)  # nothing saved twice
+        assert len(list((tmp_path / "stash").iterdir())) == files
+        for name in ("n1", "n7", "n12"):
+            out = stash.load(name)()
+            out = out[0] if isinstance(out, list) else out
+            assert tuple(torch.as_tensor(out).shape) == (1, 4, 8, 8)
