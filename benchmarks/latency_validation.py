@@ -100,6 +100,8 @@ def main() -> None:
                 "linear_only_held_out": brief(cal.get("linear_same_networks", {})),
                 "speed_vs_table": s.get("speed_vs_table"),
                 "validate_s": s["seconds"],
+                "seconds_by_step": s.get("seconds_by_step"),
+                "peak_rss_mib": s.get("peak_rss_mib"),
                 "protocol": s["protocol"],
             }
             runs = list(figures[be]["runs"].values())

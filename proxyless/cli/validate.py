@@ -79,8 +79,11 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
     """The whole app on a composed config; returns the summary (also written to out_dir)."""
     from latency.atomic import atomic_write_json
     from latency.table import LatencyTable
+    import torch
+
     from latency.validate import validate
     from proxyless.latency_bridge import arch_network, profile_command, sample_archs
+    from proxyless.run import peak_memory_mb
 
     if not 0.0 <= float(cfg.calibrate) < 1.0:
         raise CLIError(f"calibrate must be a fraction in [0, 1), got {cfg.calibrate}")
@@ -140,6 +143,8 @@ def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, 
         "batch": table.header.batch,
         "protocol": (protocol or _default_protocol()).to_dict(),
         "seconds": round(secs, 1),
+        # this process' peak resident memory, whole run (saver processes have their own)
+        "peak_rss_mib": round(peak_memory_mb(torch.device("cpu")), 1),
         "command": command,
         "networks": summary["networks"],
     }
@@ -190,7 +195,16 @@ def _line(name: str, m: dict[str, Any]) -> str:
 
 
 def report(summary: dict[str, Any], out_dir: str | Path, saved: bool) -> None:
-    print(f"{PROG}: {summary['backend']} on {summary['device']} ({summary['seconds']} s)")
+    print(
+        f"{PROG}: {summary['backend']} on {summary['device']} ({summary['seconds']} s, "
+        f"peak memory {summary['peak_rss_mib']:.0f} MiB)"
+    )
+    if speed := summary.get("speed_vs_table"):
+        print(
+            "  machine speed vs the table's: "
+            + ", ".join(f"{1 / x:.2f}x" for x in speed)
+            + " (per pass, by the speed anchor; measurements rescaled to the table's speed)"
+        )
     print(_line("raw sum", summary))
     if cal := summary.get("calibrated"):
         print(_line("raw, scored", cal["raw_same_networks"]))
