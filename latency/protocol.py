@@ -149,6 +149,8 @@ def measure(
             runs.clear()
             for k in part:
                 pool.put(k)
+            if stash is not None:
+                gc.collect()  # once per chunk, outside any timed window: what cycles still hold
     finally:
         ref_run = None
         if ref:
@@ -228,9 +230,6 @@ class _Streamed(_Pool):
         run, n = self.live.pop(key)
         if n > 1:
             self.live[key] = (run, n - 1)
-            return
-        del run
-        gc.collect()  # outside any timed window; frees what a cycle may still hold
 
 
 def progress_bar(it: Any, progress: bool, desc: str) -> Any:
