@@ -168,7 +168,13 @@ def test_summary_says_when_a_table_calibration_is_applied(capsys, tmp_path: Path
     over = ["debug=fast", "hardware=lut", f"hardware.table={path}", "hardware.target=null"]
     run(_compose(*over, "hardware.target_frac=0.35", f"run_dir={tmp_path}/r"))
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["calibration"] == {"a": 1.5, "b_ms": 0.25, "fit_on": 9, "date": None}
+    assert summary["calibration"] == {
+        "a": 1.5,
+        "b_ms": 0.25,
+        "per_key": 0,
+        "fit_on": 9,
+        "date": None,
+    }
     out = capsys.readouterr().out
     assert "latency calibration" in out and "applied: a·sum + b with a=1.5, b=0.25 ms" in out
     raw = tmp_path / "raw"
