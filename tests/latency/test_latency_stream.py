@@ -123,10 +123,11 @@ print(json.dumps({"growth_mib": peak_mib() - base}))
 
 @pytest.mark.parametrize("backend", [pytest.param("torch-cpu", marks=pytest.mark.slow), "ort-cpu"])
 def test_streamed_validation_peak_rss_does_not_grow_with_networks(backend: str) -> None:
-    """16 networks of 16 MiB: all live would add >= 14 x 16 MiB of peak RSS (ORT: more);
-    streamed in chunks of 2, the peak stays that of a few networks (measured: 30-90 MiB; with
-    stream=False: 224 MiB on torch-cpu, 833 MiB on ort-cpu)."""
-    n, size_mib = 16, 16
+    """32 networks of 16 MiB: all live would add >= 30 x 16 MiB of peak RSS (ORT: more);
+    streamed in chunks of 2, the peak stays that of a few networks (measured: 30-144 MiB,
+    glibc keeping freed blocks; with stream=False at 16 networks: 224 MiB on torch-cpu,
+    833 MiB on ort-cpu)."""
+    n, size_mib = 32, 16
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
         [sys.executable, "-c", RSS_SCRIPT, backend, str(n), "1"],
@@ -137,7 +138,7 @@ def test_streamed_validation_peak_rss_does_not_grow_with_networks(backend: str) 
     )
     assert r.returncode == 0, r.stderr
     growth = json.loads(r.stdout.strip().splitlines()[-1])["growth_mib"]
-    assert growth < n * size_mib / 2, growth
+    assert growth < n * size_mib * 0.4, growth
 
 
 @pytest.mark.parametrize("base", [TorchCPU, OrtCPU], ids=["torch-cpu", "ort-cpu"])
