@@ -182,9 +182,18 @@ def parity(model: nn.Module, data: bytes, inputs: list[torch.Tensor], tol: float
 
 
 # --- latency ------------------------------------------------------------------------------------
-def measure(model: nn.Module, x: torch.Tensor, cfg: ExportConfig, threads: int) -> dict[str, Any]:
+def measure(
+    model: nn.Module,
+    x: torch.Tensor,
+    cfg: ExportConfig,
+    threads: int,
+    anchor: tuple[str, float] | None = None,
+) -> dict[str, Any]:
     """onnxruntime and torch latency of `model` on `x`, measured by `latency.protocol` on
-    the backends a table would use (CUDA ones when `cfg.device` is a GPU)."""
+    the backends a table would use (CUDA ones when `cfg.device` is a GPU). `anchor`: a
+    table's (backend, anchor_ms): that backend's figure is rescaled to the table's machine
+    speed (`latency.anchor`), so it compares with the table's prediction."""
+    from latency.anchor import measure_anchored
     from latency.backends import get_backend
     from latency.protocol import Protocol, measure
 
@@ -210,8 +219,18 @@ def measure(model: nn.Module, x: torch.Tensor, cfg: ExportConfig, threads: int) 
             ("ort", ort, {"provider": ort.providers[0]}),
             ("torch", torch_backend, {"device": str(device)}),
         ):
-            timing = measure({name: lambda: (model, x)}, backend, protocol, progress=False)
-            out[name] = {**asdict(timing.entries[name]), **where}
+            anchor_ms = anchor[1] if anchor and anchor[0] == backend.name else None
+            entries, speed = measure_anchored(
+                lambda b, *a, **k: measure(b, *a, **k).entries,
+                {name: lambda: (model, x)},
+                anchor_ms,
+                backend,
+                protocol,
+                progress=False,
+            )
+            out[name] = {**asdict(entries[name]), **where}
+            if speed is not None:  # > 1: this machine slower now than when the table was made
+                out[name]["speed_vs_table"] = speed
     finally:
         model.cpu()
     return out
@@ -248,6 +267,7 @@ def table_prediction(arch: Arch, table_path: str, force: bool, batch: int) -> di
         "threads": h.threads,
         "predicted_ms": analysis.total(),
         "calibrated": bool(h.calibration),
+        "anchor_ms": h.anchor_ms,
     }
 
 
@@ -287,7 +307,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     if cfg.table is not None:
         table = table_prediction(arch, cfg.table, cfg.force_table, cfg.batch)
         threads = threads or table["threads"]
-    latency = measure(model, example, cfg, threads or 1)
+    anchor = (table["backend"], table["anchor_ms"]) if table and table["anchor_ms"] else None
+    latency = measure(model, example, cfg, threads or 1, anchor)
     stats = net_stats(model, example[:1])
 
     report = {
@@ -375,4 +396,10 @@ def format_report(report: dict[str, Any]) -> str:
         t = report["table"]
         where = f"{t['backend']} ({t['device']})"[:23]
         lines.append(f"{'table':<14}{where:<24}{t['predicted_ms']:>10.3f}{'':>9}{'':>9}")
+        for name, _, s in rows:
+            if "speed_vs_table" in s:
+                lines.append(
+                    f"({name} rescaled to the table's machine speed by its anchor: this machine "
+                    f"runs at {1 / s['speed_vs_table']:.2f}x the table's speed now)"
+                )
     return "\n".join(lines)

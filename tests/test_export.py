@@ -96,9 +96,12 @@ def test_export_arch_alone_dynamic_batch(arch_file: Path, tmp_path: Path) -> Non
     assert out.shape == (3, 10) and not np.allclose(out[0], out[1])  # input-dependent
 
 
-def _table(arch: Arch, path: Path, threads: int = 1, drop: int = 0) -> float:
+def _table(
+    arch: Arch, path: Path, threads: int = 1, drop: int = 0, anchor_ms: float | None = None
+) -> float:
     header = TableHeader(device="test-cpu", backend="ort-cpu", batch=1, dtype="float32")
     header.threads = threads
+    header.anchor_ms = anchor_ms
     table = LatencyTable(header)
     keys = arch_keys(arch)
     for i, key in enumerate(dict.fromkeys(keys)):
@@ -107,6 +110,21 @@ def _table(arch: Arch, path: Path, threads: int = 1, drop: int = 0) -> float:
         del table.entries[key]
     table.save(path)
     return sum(table.entries[k].ms for k in keys) if not drop else 0.0
+
+
+def test_measurement_on_the_tables_backend_is_put_on_the_tables_speed(
+    arch_file: Path, tmp_path: Path
+) -> None:
+    """A table with a speed anchor: the export's figure on the table's backend (ort-cpu) is
+    rescaled to the machine speed the table was made at; torch, another backend, is not."""
+    _table(tiny_arch(), tmp_path / "lut.json", anchor_ms=1e6)  # a table made on a slow machine
+    cfg = ExportConfig(arch=str(arch_file), table=str(tmp_path / "lut.json"), **FAST)
+    report = export(cfg)
+    ort, torch_ = report["latency"]["ort"], report["latency"]["torch"]
+    assert 0 < ort["speed_vs_table"] < 1e-3 and "speed_vs_table" not in torch_
+    assert ort["ms"] > 1e3 * torch_["ms"]  # now on the table's (very slow) speed
+    assert report["table"]["anchor_ms"] == 1e6
+    assert "onnxruntime rescaled to the table's machine speed" in format_report(report)
 
 
 def test_table_prediction_beside_measurements(arch_file: Path, tmp_path: Path) -> None:
