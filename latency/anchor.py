@@ -60,6 +60,17 @@ def rescale(entries: Mapping[str, Entry], factor: float) -> dict[str, Entry]:
     return out
 
 
+def split_anchor(
+    entries: Mapping[str, Entry], anchor_ms: float | None
+) -> tuple[dict[str, Entry], float]:
+    """Take the anchor out of a measurement's `entries` and rescale the rest to the speed
+    at which `anchor_ms` was measured (None: this measurement sets the speed, nothing is
+    rescaled). Returns (entries, the anchor's ms in this measurement)."""
+    got = dict(entries)
+    now = got.pop(ANCHOR_KEY).ms
+    return (got if anchor_ms is None else rescale(got, anchor_ms / now)), now
+
+
 def measure_anchored(
     measure: Callable[..., Mapping[str, Entry]],
     builders: Mapping[str, Any],
@@ -74,6 +85,7 @@ def measure_anchored(
         return dict(measure(builders, *args, **kwargs)), None
     if ANCHOR_KEY in builders:
         raise ValueError(f"{ANCHOR_KEY!r} is reserved for the speed anchor; rename that item")
-    got = dict(measure({ANCHOR_KEY: anchor_builder, **builders}, *args, **kwargs))
-    now = got.pop(ANCHOR_KEY).ms
-    return rescale(got, anchor_ms / now), now / anchor_ms
+    got, now = split_anchor(
+        measure({ANCHOR_KEY: anchor_builder, **builders}, *args, **kwargs), anchor_ms
+    )
+    return got, now / anchor_ms

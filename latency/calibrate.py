@@ -15,8 +15,9 @@ A few dozen networks do not pin down ~70 free corrections, so the fit is a ridge
 "no correction", relative to the entry (``d_k = r_k·entry_k``, penalty ``λ·Σ r_k²``; a and b
 free). λ is picked by leave-one-out error on the fit networks alone (closed form, one-
 standard-error rule) from a grid that includes λ = ∞, the plain linear fit: with too few
-networks, or nothing key-specific to learn, it falls back to that by itself. Errors are relative to the measured
-latency (weights 1/measured), the metric every validation figure uses.
+networks, or nothing key-specific to learn, it falls back to that by itself. Errors are
+relative to the measured latency (weights 1/measured), the metric every validation figure
+uses.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _fit_per_key(
     sq = [loo**2 for _, _, loo in fits]
     i_min = int(np.argmin([s.mean() for s in sq]))
     limit = sq[i_min].mean() + sq[i_min].std() / math.sqrt(len(m))
-    lam, beta, _ = next(fit for fit, s in zip(fits, sq) if s.mean() <= limit + 1e-15)
+    lam, beta, _ = next(fit for fit, s in zip(fits, sq, strict=True) if s.mean() <= limit + 1e-15)
     per_key = {k: float(beta[2 + j] * e[j]) for j, k in enumerate(keys) if beta[2 + j] != 0.0}
     info = {
         "model": "per_key" if per_key else "linear",

@@ -101,7 +101,9 @@ class LatencyAnalysis:
     def by_layer(self) -> dict[str, float | None]:
         """ms per layer (calibrated entries); None where the table lacks the key."""
         e, cal = self.table.entries, self.calibration
-        return {name: (cal.entry(key, e[key].ms) if key in e else None) for name, key in self.layers}
+        return {
+            name: (cal.entry(key, e[key].ms) if key in e else None) for name, key in self.layers
+        }
 
     def by_op_type(self) -> dict[str, float]:
         """ms per op type (the key's first word, calibrated like by_layer), known keys only."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from latency.anchor import ANCHOR_KEY, anchor_builder, rescale
+from latency.anchor import ANCHOR_KEY, anchor_builder, split_anchor
 from latency.backends import Backend, get_backend
 from latency.errors import TableError
 from latency.header import TableHeader
@@ -89,12 +89,10 @@ def profile(
             desc=f"profile {backend.name} [{start + len(keys)}/{len(todo)}]",
         )
         assert result is not None  # set by the first build
-        entries = dict(got.entries)
-        if anchored:
-            now = entries.pop(ANCHOR_KEY).ms
-            if result.header.anchor_ms is None:
-                result.header.anchor_ms = now
-            entries = rescale(entries, result.header.anchor_ms / now)
+        entries = got.entries
+        if anchored:  # the first chunk of a new table sets its speed
+            entries, now = split_anchor(entries, result.header.anchor_ms)
+            result.header.anchor_ms = result.header.anchor_ms or now
         for k, entry in entries.items():
             result.add(k, entry)
         if save_to is not None:

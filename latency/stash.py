@@ -8,7 +8,7 @@ ONNX file for ONNX Runtime (exported once, the slow part), weights and input for
 >>> import torch
 >>> from latency.backends import get_backend
 >>> with Stash(get_backend("torch-cpu")) as stash:
-...     stash.add("lin", lambda: (torch.nn.Linear(4, 2), torch.zeros(1, 4)))
+...     stash.add_all({"lin": lambda: (torch.nn.Linear(4, 2), torch.zeros(1, 4))})
 ...     tuple(stash.load("lin")().shape)
 (1, 2)
 """
@@ -31,6 +31,7 @@ from latency.backends import Backend, Run
 Builder = Callable[[], tuple[nn.Module, torch.Tensor]]
 
 
+LIVE = 8  # items a streamed measurement keeps loaded by default (ImageNet on ORT: ~42 MiB each)
 _JOBS: list[tuple[Backend, Builder, Path]] = []  # what forked savers inherit
 
 
@@ -57,8 +58,8 @@ def _usable_cores() -> int:
 
 
 class Stash:
-    """A folder of saved items for one backend: `add` builds and saves an item once,
-    `load` makes a fresh run of it. Without `folder`, a temporary one (inside `parent` if
+    """A folder of saved items for one backend: `add_all` builds and saves items once,
+    `load` makes a fresh run of one. Without `folder`, a temporary one (inside `parent` if
     given) that `close` (or leaving a `with` block) deletes; a given `folder` is kept.
     `live`: how many items a measurement keeps loaded at once (`latency.protocol.measure`
     measures them in chunks of that size), the memory/time trade-off of streaming."""
@@ -68,7 +69,7 @@ class Stash:
         backend: Backend,
         folder: str | os.PathLike[str] | None = None,
         parent: str | os.PathLike[str] | None = None,
-        live: int = 8,
+        live: int = LIVE,
     ) -> None:
         if int(live) < 1:
             raise ValueError(f"a stash must keep at least one item live, got live={live}")
@@ -84,20 +85,14 @@ class Stash:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._items: dict[str, tuple[Path, Builder]] = {}
 
-    def add(self, key: str, build: Builder) -> None:
-        """Build the item and save it (once per key; the module is freed right away)."""
-        if key in self._items:
-            return
-        stem = self.folder / f"item{len(self._items):05d}"  # keys may hold any character
-        _save(self.backend, build, stem)
-        self._items[key] = (stem, build)
-
     def add_all(
         self, builders: Mapping[str, Builder], progress: bool = False, workers: int | None = None
     ) -> None:
-        """`add` every item, in `workers` forked processes (default: the usable cores, at
-        most 4) when there are enough of them: saving is not timed, and exporting hundreds of
-        networks to ONNX one by one took half of a validation's wall time."""
+        """Build and save every item not saved yet (each module freed right away), in
+        `workers` forked processes (default: the usable cores, at most 4) when there are
+        enough items: saving is not timed, and exporting hundreds of networks to ONNX one by
+        one took half of a validation's wall time. Stems are numbered: keys may hold any
+        character."""
         from latency.protocol import progress_bar
 
         todo = [k for k in dict.fromkeys(builders) if k not in self._items]

@@ -2,7 +2,8 @@
 the same protocol, compare with the sum of their keys, and report how well they agree.
 
 Honest numbers: a calibration (`latency.calibrate`: `per_key` corrections, or a `linear`
-``a·sum + b``) is fitted on one subset of networks and scored only on the others; the noise floor (the same networks measured twice) says how good agreement can get.
+``a·sum + b``) is fitted on one subset of networks and scored only on the others; the noise
+floor (the same networks measured twice) says how good agreement can get.
 A fit is kept (written into the table header) only if it was made on at least
 `MIN_FIT_NETWORKS` networks and beats the raw sum on the held-out ones; otherwise it is
 reported with the reason it was refused, and the table is left as it was.
@@ -22,18 +23,18 @@ from typing import Any
 from latency.anchor import measure_anchored
 from latency.atomic import atomic_write_json
 from latency.backends import Backend, get_backend
-from latency.header import now_iso
 from latency.calibrate import fit_calibration
+from latency.header import now_iso
 from latency.metrics import metrics, scatter_plot
 from latency.predict import Calibration, LatencyAnalysis
 from latency.profile import measure_networks
 from latency.protocol import Builder, Protocol
-from latency.stash import Stash
+from latency.stash import LIVE, Stash
 from latency.table import Entry, LatencyTable
 
 # Why 8: `measured ≈ a·sum + b` has two parameters (a per-key fit more, held in check by
-# its ridge; with few networks it falls back to these two). On 2 networks the line passes exactly
-# through both, so their measurement noise (a few % per network, see the noise floor) goes
+# its ridge; with few networks it falls back to these two). On 2 networks the line passes
+# exactly through both, so their measurement noise (a few % per network, see the noise floor) goes
 # wholly into a and b: issue 13 met a=14.4, b=-3.0 ms, 182% MAPE against 114% raw. With
 # n networks the fit keeps n-2 degrees of freedom to average that noise, its error
 # shrinking about as 1/sqrt(n-2); 8 leaves 6 and is still cheap to measure (with the
@@ -74,16 +75,16 @@ def validate(
     stream: bool = True,
     stash_dir: str | os.PathLike[str] | None = None,
     model: str = "per_key",
-    stream_live: int = 8,
+    stream_live: int = LIVE,
 ) -> dict[str, Any]:
     """Return (and with `out_dir`, write `validation.json` + `validation.png`) the summary.
 
     `calibrate_on`: names of networks to fit the calibration `model` on (`per_key` or
-    `linear`, see `latency.calibrate`), or a fraction of them picked with `seed`. An accepted fit (on >= `min_fit_networks` networks, better
-    than the raw sum on the others) goes to `table.header.calibration` (save the table to
-    keep it); a refused one leaves the header alone and says why in
-    `summary["calibrated"]["refused"]`. `measure` is injectable so the arithmetic can be
-    tested on fixed numbers.
+    `linear`, see `latency.calibrate`), or a fraction of them picked with `seed`. An
+    accepted fit (on >= `min_fit_networks` networks, better than the raw sum on the
+    others) goes to `table.header.calibration` (save the table to keep it); a refused one
+    leaves the header alone and says why in `summary["calibrated"]["refused"]`. `measure`
+    is injectable so the arithmetic can be tested on fixed numbers.
 
     `stream` (default): each network is built and saved once (its ONNX export for ORT) into
     `stash_dir`, or a temporary folder inside `out_dir` (else the system's) deleted at the
@@ -110,7 +111,7 @@ def validate(
     # Raw sums: the calibration is what this fits (and a stored one must not feed its refit).
     predicted = {n.name: LatencyAnalysis.of_keys(table, n.keys, False).total() for n in networks}
     # Both passes time the same saved networks (one ONNX export per network, not two),
-    # streamed from disk one at a time: memory of one network, not of n_archs.
+    # streamed from disk in chunks: memory of a chunk, not of n_archs.
     seconds: dict[str, float] = {}  # pass1 includes saving the networks when streamed
     with contextlib.ExitStack() as stack:
         kw: dict[str, Any] = {"prepared": {}}
@@ -125,7 +126,9 @@ def validate(
         for _ in range(2 if noise_floor else 1):
             clock = time.perf_counter()
             passes.append(
-                measure_anchored(measure, builders, anchor, backend, protocol, progress=progress, **kw)
+                measure_anchored(
+                    measure, builders, anchor, backend, protocol, progress=progress, **kw
+                )
             )
             seconds[f"pass{len(passes)}"] = time.perf_counter() - clock
         (first, speed), (again, speed_again) = passes[0], (passes + [({}, None)])[1]

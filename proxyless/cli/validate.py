@@ -77,18 +77,17 @@ def load_table(cfg: DictConfig) -> tuple[Any, Any]:
 
 def run(cfg: DictConfig, out_dir: str | Path, command: str = PROG) -> dict[str, Any]:
     """The whole app on a composed config; returns the summary (also written to out_dir)."""
-    from latency.atomic import atomic_write_json
-    from latency.table import LatencyTable
     import torch
 
+    from latency.atomic import atomic_write_json
+    from latency.calibrate import MODELS
+    from latency.table import LatencyTable
     from latency.validate import validate
     from proxyless.latency_bridge import arch_network, profile_command, sample_archs
     from proxyless.run import peak_memory_mb
 
     if not 0.0 <= float(cfg.calibrate) < 1.0:
         raise CLIError(f"calibrate must be a fraction in [0, 1), got {cfg.calibrate}")
-    from latency.calibrate import MODELS
-
     if cfg.calibration_model not in MODELS:
         raise CLIError(
             f"calibration_model={cfg.calibration_model} is unknown; use one of: "

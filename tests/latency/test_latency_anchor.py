@@ -72,7 +72,10 @@ def test_profile_stores_the_anchor_and_extends_at_the_tables_speed() -> None:
     # chunks of one key each, the machine slowing from 1.5x to 3x between them: every
     # chunk is entered at the speed of the first
     chunked = profile(
-        {"x": item(1.0), "y": item(4.0)}, Drifting([1.5, 3.0]), protocol=FAST, progress=False,
+        {"x": item(1.0), "y": item(4.0)},
+        Drifting([1.5, 3.0]),
+        protocol=FAST,
+        progress=False,
         chunk=1,
     )
     assert [chunked.entries[k].ms for k in "xy"] == pytest.approx([1.5, 6.0])
@@ -105,7 +108,9 @@ def test_the_anchor_key_is_reserved_and_the_anchor_is_the_same_every_time() -> N
         profile({ANCHOR_KEY: item(1.0)}, Clock(1.0), protocol=FAST, progress=False)
     (m1, x1), (m2, x2) = anchor_builder(), anchor_builder()
     assert torch.equal(x1, x2)
-    assert all(torch.equal(p, q) for p, q in zip(m1.state_dict().values(), m2.state_dict().values()))
+    assert all(
+        torch.equal(p, q) for p, q in zip(m1.state_dict().values(), m2.state_dict().values())
+    )
     state = torch.random.get_rng_state()
     anchor_builder()
     assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG untouched

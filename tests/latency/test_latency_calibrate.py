@@ -56,7 +56,9 @@ def test_per_key_fit_falls_back_to_the_line_when_gaps_are_common() -> None:
     cal, info = fit_calibration("per_key", nets, ENTRIES, measured)
     assert info["model"] == "linear" and info["lambda"] == "inf" and not cal.per_key_ms
     assert (cal.a, cal.b) == pytest.approx((1.25, 0.4))
-    assert set(info["loo_rmse_by_lambda"]) == {("inf" if math.isinf(x) else f"{x:g}") for x in LAMBDAS}
+    assert set(info["loo_rmse_by_lambda"]) == {
+        ("inf" if math.isinf(x) else f"{x:g}") for x in LAMBDAS
+    }
     few, info = fit_calibration("per_key", nets[:3], ENTRIES, measured[:3])
     assert info == {"model": "linear"}  # too few for leave-one-out: the two-parameter line
 
@@ -91,8 +93,9 @@ def test_validation_stores_the_per_key_fit_and_the_predictor_applies_it() -> Non
     class Torch:
         name = "torch-cpu"
 
-    s = validate(table, nets, Torch(), calibrate_on=0.5, noise_floor=False, measure=measure,
-                 progress=False)
+    s = validate(
+        table, nets, Torch(), calibrate_on=0.5, noise_floor=False, measure=measure, progress=False
+    )
     cal = s["calibrated"]
     assert cal["accepted"] and cal["model"] == "per_key" and cal["per_key_corrections"] == 12
     assert cal["within_10pct"] == 1.0 and cal["raw_same_networks"]["within_10pct"] < 0.5
@@ -103,8 +106,16 @@ def test_validation_stores_the_per_key_fit_and_the_predictor_applies_it() -> Non
         assert LatencyAnalysis.of_keys(table, n.keys).total() == pytest.approx(want)
     layers = LatencyAnalysis.of_keys(table, ["k0", "k5"]).by_layer()
     assert layers["0"] == pytest.approx(stored["a"] * ENTRIES["k0"] + stored["per_key_ms"]["k0"])
-    linear = validate(table, nets, Torch(), calibrate_on=0.5, noise_floor=False,
-                      measure=measure, progress=False, model="linear")["calibrated"]
+    linear = validate(
+        table,
+        nets,
+        Torch(),
+        calibrate_on=0.5,
+        noise_floor=False,
+        measure=measure,
+        progress=False,
+        model="linear",
+    )["calibrated"]
     assert linear["model"] == "linear" and cal["mape"] < linear["mape"] / 3
     assert cal["linear_same_networks"] == {k: linear[k] for k in cal["linear_same_networks"]}
 

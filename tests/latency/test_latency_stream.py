@@ -1,6 +1,7 @@
 """Streamed validation (issue 12): whole networks are saved once and measured from disk in
-chunks of `stream_live`, each loaded once per pass, so memory does not grow with their number. Counted two ways: live prepared
-networks (weak references to modules / ORT sessions), and peak RSS in a subprocess."""
+chunks of `stream_live`, each loaded once per pass, so memory does not grow with their
+number. Counted two ways: live prepared networks (weak references to modules / ORT
+sessions), and peak RSS in a subprocess."""
 
 from __future__ import annotations
 
