@@ -23,6 +23,9 @@ float64, and each float32 result's distance to float64: slow). Timing repeats fo
 
 Time: all timed configurations run interleaved in ONE process (A B C … per round, same path,
 same batch); every ratio is the median of per-round ratios, so machine-speed drift cancels.
+All of them run under the search's host-memory setting (`--host-memory`, default reuse:
+freed memory is kept, so no step page-faults its activations in again; `run.host_memory`),
+the plain NCHW baseline too, so the ratios compare computation only.
 Memory: each (space, configuration) runs in a FRESH child process (`--child`): one warmup
 step, then one step under `torch.profiler.profile(profile_memory=True)`; the peak is the
 maximum of the CPU allocator's running "Total Allocated" over the step's allocation events
@@ -55,7 +58,7 @@ import torch.nn.functional as F
 
 from proxyless.arch import Arch
 from proxyless.estimators import ESTIMATORS
-from proxyless.run import SGDConfig, resolve_memory_format, sgd
+from proxyless.run import HOST_MEMORY, SGDConfig, host_memory, resolve_memory_format, sgd
 from proxyless.space import get_space
 from proxyless.steps import arch_step, weight_step
 from proxyless.supernet import SuperNet
@@ -349,6 +352,13 @@ def main() -> None:
     ap.add_argument(
         "--grad-f64", action="store_true", help="also float64 gradients (slow: minutes)"
     )
+    ap.add_argument(
+        "--host-memory",
+        choices=HOST_MEMORY,
+        default="reuse",
+        help="allocator setting of the timed steps, all configurations alike (default: the "
+        "search's and training's default, reuse; release: glibc's defaults)",
+    )
     ap.add_argument("--child", nargs=2, metavar=("SPACE", "CONFIG"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -367,6 +377,7 @@ def main() -> None:
                 "cpus": os.cpu_count(),
                 "batch": BATCH,
                 "memory_format": str(resolve_memory_format("auto", torch.device("cpu"))),
+                "host_memory": args.host_memory,
                 "timing": f"{rounds} interleaved rounds after {warmup} warmup, per thread "
                 "count; ratios = median of per-round ratios",
                 "memory": "fresh process per (space, config), profiler allocator peak",
@@ -385,9 +396,10 @@ def main() -> None:
         emit({"space": space_name, "row": "gradient_match_vs_nchw", **grads})
         times_by_t: dict[int, dict[str, list[float]]] = {}
         bench = Bench(space_name)
-        for threads in args.threads:
-            torch.set_num_threads(threads)
-            times_by_t[threads] = measure_time(bench, rounds, warmup)
+        with host_memory(args.host_memory):
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                times_by_t[threads] = measure_time(bench, rounds, warmup)
         for c in CONFIGS:
             if c not in times_by_t[args.threads[0]] and not mem:
                 continue  # darts is only measured for memory

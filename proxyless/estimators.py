@@ -20,7 +20,7 @@ from latency.registry import Registry
 
 from .mixed_op import MixedLayer
 from .ops import MBConv
-from .recompute import inner_products
+from .recompute import dot, inner_products
 
 Objective = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -81,7 +81,7 @@ def gate_inner_products(
     ]
     with torch.no_grad():
         if not subset and y_active is not None and layer.active in members:
-            dg[members.index(layer.active)] = torch.vdot(grad.flatten(), y_active.flatten())
+            dg[members.index(layer.active)] = dot(grad, y_active)
         ops = [layer.candidates[j] for _, j in todo]
         assert all(isinstance(op, MBConv) for op in ops)
         dg[[k for k, _ in todo]] = inner_products(ops, x, grad)  # type: ignore[arg-type]

@@ -13,6 +13,8 @@ What makes it cheap (each measured in benchmarks/supernet_cost.py or by A/B timi
   statistics of ``z = W x`` are ``mean = W μ_x`` and ``var = diag(W Σ_x Wᵀ)``, where μ_x, Σ_x
   (Cin × Cin, cheap) are shared by every candidate of the layer. The widest tensor of the
   block is then written once by a conv with bias and clamped in place.
+* Convolutions go through `ops.conv2d`: oneDNN on CPU also for 1×1 convs on small batches
+  at one thread, where `F.conv2d` would take a ~2× slower kernel.
 * Candidates run one at a time: fusing those that share a kernel size was slower on CPU
   (the project conv then reads a channel slice, which oneDNN copies).
 """
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import ConvBNAct, MBConv
+from .ops import ConvBNAct, MBConv, conv2d
 
 Stats = tuple[torch.Tensor, torch.Tensor]
 
@@ -40,6 +42,15 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
 def nhwc_flat(t: torch.Tensor) -> torch.Tensor:
     """A 4-d tensor flattened in NHWC order: a view for channels_last tensors."""
     return t.permute(0, 2, 3, 1).reshape(-1)
+
+
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """⟨a, b⟩ of two 4-d tensors; no copy when both are channels_last (`flatten` would copy)."""
+    if a.is_contiguous(memory_format=torch.channels_last) and b.is_contiguous(
+        memory_format=torch.channels_last
+    ):
+        return torch.vdot(nhwc_flat(a), nhwc_flat(b).to(a.dtype))
+    return torch.vdot(a.reshape(-1), b.reshape(-1).to(a.dtype))
 
 
 def _input_stats(x: torch.Tensor) -> Stats:
@@ -62,13 +73,13 @@ def _expand(x: torch.Tensor, block: ConvBNAct, stats: Stats | None) -> torch.Ten
     else:
         mean, var = bn.running_mean, bn.running_var  # type: ignore[assignment]
     scale = bn.weight * torch.rsqrt(var + bn.eps)  # type: ignore[operator]
-    y = F.conv2d(x, (weight * scale[:, None])[:, :, None, None], bn.bias - mean * scale)
+    y = conv2d(x, (weight * scale[:, None])[:, :, None, None], bn.bias - mean * scale)
     return y.clamp_(0.0, 6.0)
 
 
 def _conv_bn(x: torch.Tensor, block: ConvBNAct, act: bool) -> torch.Tensor:
     conv: nn.Conv2d = block[0]  # type: ignore[assignment]
-    y = _bn(F.conv2d(x, conv.weight, None, conv.stride, conv.padding, 1, conv.groups), block[1])
+    y = _bn(conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.groups), block[1])
     return y.clamp_(0.0, 6.0) if act else y
 
 

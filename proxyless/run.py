@@ -241,6 +241,49 @@ class Precision:
         return torch.amp.GradScaler(self.device.type, enabled=self.name == "fp16")
 
 
+# --- host memory -------------------------------------------------------------------------------
+HOST_MEMORY = ("reuse", "release")
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc (it has mallopt and malloc_trim), else None."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def host_memory(mode: str) -> Iterator[bool]:
+    """Run the block with freed host memory kept for reuse (`reuse`) or glibc's defaults.
+
+    glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh mmap and
+    unmaps it on free, so each step's large activations page-fault in again, zeroed by the
+    kernel: on a CIFAR-space arch step (batch 64) ~250k faults, a third of its wall time
+    (`benchmarks/supernet_cost.py`). `reuse` serves all blocks from the heap and never trims
+    it: no faults after the first step; the process keeps its peak memory until the block
+    ends (then it is given back). Yields whether reuse is in effect (glibc only)."""
+    if mode not in HOST_MEMORY:
+        raise ValueError(f"host_memory must be one of {', '.join(HOST_MEMORY)}, got {mode!r}")
+    libc = _glibc() if mode == "reuse" else None
+    if libc is None:
+        yield False
+        return
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield True
+    finally:  # glibc's defaults back (its mmap threshold stops adapting once any is set)
+        libc.mallopt(_M_MMAP_MAX, 65536)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+        libc.malloc_trim(0)
+
+
 # --- memory format ----------------------------------------------------------------------------
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 

@@ -47,6 +47,7 @@ from .run import (
     check_finite,
     deterministic,
     evaluate,
+    host_memory,
     lr_at,
     match_state_layout,
     peak_memory_mb,
@@ -101,7 +102,11 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
         ckpt.check_same_run(state["config"], cfg.to_dict(), run.checkpoint)
     if ctx.is_main:
         write_run_files(run.path, cfg.to_dict(), run.resuming)
-    with torch_threads(resolve_threads(cfg.threads)) as threads, deterministic(cfg.deterministic):
+    with (
+        torch_threads(resolve_threads(cfg.threads)) as threads,
+        deterministic(cfg.deterministic),
+        host_memory(cfg.host_memory),
+    ):
         log.debug("torch threads: %d", threads)
         torch.manual_seed(cfg.seed)
         parts = build_parts(cfg, ctx, state["costs"] if state is not None else None)

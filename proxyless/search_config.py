@@ -15,7 +15,7 @@ from latency.config_dict import ConfigError, from_dict
 from .data import DataConfig
 from .hardware import HardwareConfig
 from .objective import ObjectiveConfig
-from .run import MEMORY_FORMATS, PRECISIONS, SGDConfig
+from .run import HOST_MEMORY, MEMORY_FORMATS, PRECISIONS, SGDConfig
 
 __all__ = ["ConfigError", "SearchConfig", "SearchOptimConfig", "result_fingerprint"]
 
@@ -227,6 +227,8 @@ class SearchConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of weight and arch steps (CUDA only)
     # auto | channels_last | contiguous: layout of weights and batches (`run.resolve_memory_format`)
     memory_format: str = "auto"
+    # reuse | release: keep freed host memory for the next step (`run.host_memory`)
+    host_memory: str = "reuse"
 
     def __post_init__(self) -> None:
         if self.run_dir is None:
@@ -257,6 +259,8 @@ class SearchConfig:
             raise ConfigError(
                 f"memory_format={self.memory_format!r}: use {', '.join(MEMORY_FORMATS)}"
             )
+        if self.host_memory not in HOST_MEMORY:
+            raise ConfigError(f"host_memory={self.host_memory!r}: use {', '.join(HOST_MEMORY)}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r}: use auto, cpu, cuda or cuda:N")
 
@@ -328,6 +332,7 @@ RESUMABLE_CHANGES = (
     "device",
     "threads",
     "memory_format",
+    "host_memory",
     "log",
     "debug",
     "checkpoint",

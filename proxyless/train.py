@@ -44,6 +44,7 @@ from .distributed import (
     wrap_ddp,
 )
 from .run import (
+    HOST_MEMORY,
     MEMORY_FORMATS,
     PRECISIONS,
     SEARCH_KIND,
@@ -54,6 +55,7 @@ from .run import (
     SGDConfig,
     check_finite,
     evaluate,
+    host_memory,
     load_checkpoint,
     lr_at,
     match_state_layout,
@@ -118,6 +120,8 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 autocast on CUDA (fp16 with loss scaling)
     # auto | channels_last | contiguous: layout of weights and batches (`run.resolve_memory_format`)
     memory_format: str = "auto"
+    # reuse | release: keep freed host memory for the next step (`run.host_memory`)
+    host_memory: str = "reuse"
     seed: int = 0
     resume: bool = False  # continue from out_dir/last.pt
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in total
@@ -138,6 +142,8 @@ class TrainConfig:
             raise ConfigError(
                 f"memory_format={self.memory_format!r}: use {', '.join(MEMORY_FORMATS)}"
             )
+        if self.host_memory not in HOST_MEMORY:
+            raise ConfigError(f"host_memory={self.host_memory!r}: use {', '.join(HOST_MEMORY)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -213,7 +219,7 @@ def train(cfg: TrainConfig, ctx: DistContext | None = None) -> dict[str, Any]:
         return done
     state = _load_resume_state(run.checkpoint, arch, cfg.arch) if run.resuming else None
     seed_all(cfg.seed)
-    with torch_threads(resolve_threads(cfg.threads)):
+    with torch_threads(resolve_threads(cfg.threads)), host_memory(cfg.host_memory):
         loop = _Train(cfg, ctx, arch, run)
         if state is not None:
             loop.restore(state)

@@ -4,6 +4,8 @@ activations, multi-tensor SGD, and a search loop that reads no tensor on the hos
 from __future__ import annotations
 
 import copy
+import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,9 +14,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from latency.config_dict import ConfigError
 from proxyless.arch import Arch
 from proxyless.estimators import ESTIMATORS
-from proxyless.run import SGDConfig, load_checkpoint, resolve_memory_format, sgd
+from proxyless.ops import Conv2d
+from proxyless.run import (
+    SGDConfig,
+    host_memory,
+    load_checkpoint,
+    resolve_memory_format,
+    sgd,
+)
 from proxyless.search import SearchError, search
 from proxyless.space import get_space
 from proxyless.steps import weight_step
@@ -143,6 +153,93 @@ def test_multi_tensor_sgd_matches_the_loop(fused: bool) -> None:
             opt.step()
         for p, q in zip(params, twins, strict=True):
             torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "kernel", "stride", "groups", "batch"),
+    [(16, 48, 1, 1, 1, 8), (48, 48, 5, 2, 48, 8), (24, 8, 1, 1, 1, 32), (8, 16, 3, 1, 1, 3)],
+)
+def test_onednn_conv_has_f_conv2d_values_and_gradients(
+    cin: int, cout: int, kernel: int, stride: int, groups: int, batch: int
+) -> None:
+    """ops.Conv2d sends channels_last float32 CPU calls to oneDNN (the 1×1 small-batch case
+    F.conv2d would give its slower native kernel): same outputs and bit-identical gradients."""
+    torch.manual_seed(0)
+    ref = torch.nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+    ref = ref.to(memory_format=CL)
+    ours = Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+    ours.load_state_dict(ref.state_dict())
+    ours = ours.to(memory_format=CL)
+    x = torch.randn(batch, cin, 14, 14).contiguous(memory_format=CL)
+    g = torch.randn_like(ref(x))
+    outs = []
+    for conv in (ref, ours):
+        xx = x.clone().requires_grad_()
+        y = conv(xx)
+        y.backward(g)
+        outs.append((y, xx.grad, conv.weight.grad))
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    assert outs[1][0].is_contiguous(memory_format=CL)
+    assert torch.equal(outs[0][2], outs[1][2])  # the same backward kernels
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+def test_onednn_conv_leaves_other_calls_to_f_conv2d() -> None:
+    """NCHW, float64 and traced calls (fvcore, the ONNX export) keep F.conv2d's own op."""
+    conv = Conv2d(8, 16, 1, bias=False)
+    x = torch.randn(2, 8, 6, 6)
+    nodes = lambda m, xx: {n.kind() for n in torch.jit.trace(m, xx).inlined_graph.nodes()}  # noqa: E731
+    assert "aten::_convolution" in nodes(conv, x)
+    cl, xcl = copy.deepcopy(conv).to(memory_format=CL), x.contiguous(memory_format=CL)
+    assert "aten::mkldnn_convolution" not in nodes(cl, xcl)  # traced: the portable op
+    torch.testing.assert_close(conv.double()(x.double()), F.conv2d(x.double(), conv.weight))
+
+
+def _page_faults_per_step(mode: str, steps: int = 8) -> list[int]:
+    """Minor page faults of each of `steps` identical "steps" (three 64 MiB tensors made and
+    freed), in a fresh process."""
+    code = f"""
+import resource, torch
+from proxyless.run import host_memory
+faults = []
+with host_memory({mode!r}) as reusing:
+    for _ in range({steps}):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        a = torch.ones(16 << 20)
+        b = a * 2
+        c = a + b
+        del a, b, c
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(reusing, *faults)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    reusing, *faults = out.stdout.split()
+    assert reusing == str(mode == "reuse")
+    return [int(f) for f in faults]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="host_memory acts on glibc")
+def test_reused_host_memory_does_not_fault_in_again() -> None:
+    """glibc's defaults unmap every freed large block, so each step faults its 3 × 16k pages
+    in again; under `reuse` the heap keeps them, and after the first steps (while the heap
+    settles) a step faults in nothing."""
+    release = _page_faults_per_step("release")
+    assert min(release[1:]) > 45_000
+    reuse = _page_faults_per_step("reuse")
+    assert sum(reuse[-3:]) < 1_000, reuse
+
+
+def test_host_memory_is_checked() -> None:
+    with (
+        pytest.raises(ValueError, match="host_memory must be one of reuse, release"),
+        host_memory("keep"),
+    ):
+        pass
+    with pytest.raises(ConfigError, match="host_memory='keep': use reuse, release"):
+        fast_cfg(Path("unused"), host_memory="keep")
 
 
 def test_search_runs_channels_last_and_contiguous(tmp_path: Path) -> None:
