@@ -303,25 +303,33 @@ def gradient_match(space_name: str, f64: bool = False) -> dict[str, Any]:
     """‖g − g_ref‖ / ‖g_ref‖ of the weight step's gradients and of the all_paths α gradient
     between the search's memory format and NCHW (same weights, batch, path), in float32 and
     in float64 (same math: only the summation order differs), and each float32 variant's
-    distance to the float64 NCHW result (how far float32 itself is from exact)."""
+    distance to the float64 NCHW result (how far float32 itself is from exact).
+
+    The floor for float32: NCHW against NCHW itself on 1 vs 2 threads (`…_nchw_threads`):
+    the same kernels with the work split otherwise, so only the summation order differs."""
     bench = Bench(space_name)
     base = copy.deepcopy(bench.net_nchw)
     g = {}
+    threads = torch.get_num_threads()
     for dtype in (torch.float32, torch.float64) if f64 else (torch.float32,):
         for fmt in (torch.contiguous_format, bench.fmt):
             net = copy.deepcopy(base).to(dtype=dtype, memory_format=fmt)
             x = bench.x.to(dtype).contiguous(memory_format=fmt)
             g[(dtype, fmt)] = _path_grads(net, bench.path, x, bench.y)
+    torch.set_num_threads(1 if threads > 1 else 2)
+    g["other_threads"] = _path_grads(copy.deepcopy(base), bench.path, bench.x, bench.y)
+    torch.set_num_threads(threads)
     nchw, fast = torch.contiguous_format, bench.fmt
     f32, d64 = torch.float32, torch.float64
 
-    def rel(a: tuple[Any, Any], b: tuple[Any, Any], i: int) -> float:
+    def rel(a: Any, b: Any, i: int) -> float:
         d = float((g[a][i] - g[b][i]).norm() / g[b][i].norm())
         return float(f"{d:.3g}")
 
     out: dict[str, Any] = {"memory_format": str(bench.fmt).removeprefix("torch.")}
     for i, what in enumerate(("weight", "alpha")):
         out[f"{what}_grad_rel_diff_f32"] = rel((f32, fast), (f32, nchw), i)
+        out[f"{what}_grad_rel_diff_f32_nchw_threads"] = rel("other_threads", (f32, nchw), i)
         if f64:
             out[f"{what}_grad_rel_diff_f64"] = rel((d64, fast), (d64, nchw), i)
             out[f"{what}_grad_nchw_f32_vs_f64"] = rel((f32, nchw), (d64, nchw), i)
@@ -425,6 +433,9 @@ def main() -> None:
             "weight_vs_weight_nchw_time": per_t("weight", "weight_nchw"),
             "weight_grad_rel_diff_vs_nchw_f32": grads["weight_grad_rel_diff_f32"],
             "alpha_grad_rel_diff_vs_nchw_f32": grads["alpha_grad_rel_diff_f32"],
+            "weight_grad_rel_diff_nchw_1_vs_2_threads": grads[
+                "weight_grad_rel_diff_f32_nchw_threads"
+            ],
             "weight_vs_standalone_mem": mem_ratio(mem, "weight", "standalone"),
             "weight_vs_standalone_time": per_t("weight", "standalone"),
             "all_paths_vs_weight_time": per_t("all_paths", "weight"),

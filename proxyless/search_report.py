@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +27,29 @@ def arch_entropy(net: SuperNet) -> float:
     return sum(ents) / len(ents)
 
 
-def heatmap_figure(net: SuperNet, title: str = "") -> Any:
-    """Layers × candidates, colour = probability. A bare `Figure` (no pyplot): no display
-    needed, and the process' matplotlib backend is left alone."""
-    from matplotlib.figure import Figure
-
+def heatmap_grid(net: SuperNet) -> tuple[list[str], torch.Tensor]:
+    """Candidate names and the layers × candidates grid of p (NaN where a layer lacks one)."""
     names = [str(op) for op in max((ly.spec.candidates for ly in net.layers), key=len)]
     grid = torch.full((len(net.layers), len(names)), float("nan"))
     with torch.no_grad():
         for i, (layer, p) in enumerate(zip(net.layers, net.probabilities(), strict=True)):
             for op, prob in zip(layer.spec.candidates, p.tolist(), strict=True):
                 grid[i, names.index(str(op))] = prob
-    fig = Figure(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.35 * len(net.layers)))
+    return names, grid
+
+
+def heatmap_figure(names: list[str], grid: torch.Tensor, title: str = "") -> Any:
+    """Layers × candidates, colour = probability. A bare `Figure` (no pyplot): no display
+    needed, the process' matplotlib backend is left alone, and it can be drawn off the main
+    thread."""
+    from matplotlib.figure import Figure
+
+    n_layers = grid.shape[0]
+    fig = Figure(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.35 * n_layers))
     ax = fig.subplots()
     im = ax.imshow(grid.numpy(), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-    ax.set_yticks(range(len(net.layers)), [str(i) for i in range(len(net.layers))], fontsize=7)
+    ax.set_yticks(range(n_layers), [str(i) for i in range(n_layers)], fontsize=7)
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=8)
     fig.colorbar(im, ax=ax)
@@ -51,9 +59,16 @@ def heatmap_figure(net: SuperNet, title: str = "") -> Any:
 
 class Reporter:
     """TensorBoard writer (optional). `purge_step` drops events a killed run wrote past its
-    last checkpoint, so a resumed run's curves have no duplicates."""
+    last checkpoint, so a resumed run's curves have no duplicates.
+
+    The epoch heatmap is drawn in a background thread while the next epoch runs (drawing
+    is ~0.15 s, plus ~0.5 s for matplotlib's first import and fonts: a fifth of a quickstart
+    search epoch); one drawing at a time, waited for by the next one and by `close`, which
+    also raises any error it met."""
 
     def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None) -> None:
+        self.drawing: Future[None] | None = None
+        self.pool: ThreadPoolExecutor | None = None
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -66,15 +81,33 @@ class Reporter:
                 self.writer.add_scalar(k, v, step)
 
     def heatmap(self, step: int, net: SuperNet, title: str, png: Path | None = None) -> None:
-        """The heatmap into TensorBoard (if enabled) and, with `png`, into that file
-        (atomically, replaced each epoch: the run directory shows the latest)."""
+        """The heatmap of p now into TensorBoard (if enabled) and, with `png`, into that file
+        (atomically, replaced each epoch: the run directory shows the latest), drawn in the
+        background."""
         if self.writer is None and png is None:
             return
-        self.figure("arch/probabilities", step, heatmap_figure(net, title), png)
+        names, grid = heatmap_grid(net)  # p of this moment, before the next epoch moves it
+        self.wait()
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="heatmap")
+        self.drawing = self.pool.submit(
+            lambda: self._draw("arch/probabilities", step, heatmap_figure(names, grid, title), png)
+        )
+
+    def wait(self) -> None:
+        """Until the heatmap being drawn is written; its error, if it met one."""
+        if self.drawing is not None:
+            drawing, self.drawing = self.drawing, None
+            drawing.result()
 
     def figure(self, tag: str, step: int, fig: Any, png: Path | None = None) -> None:
         """A matplotlib figure as a TensorBoard image (if enabled) and, with `png`, into
-        that file (atomically). Drawn once for both (drawing is the slow part)."""
+        that file (atomically); after the heatmap being drawn (one figure at a time)."""
+        self.wait()
+        self._draw(tag, step, fig, png)
+
+    def _draw(self, tag: str, step: int, fig: Any, png: Path | None = None) -> None:
+        """Drawn once for both outputs (drawing is the slow part)."""
         if self.writer is None and png is None:
             return
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -93,9 +126,14 @@ class Reporter:
             atomic_write_bytes(png, buf.getvalue())
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
+        try:
+            self.wait()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+            if self.writer is not None:
+                self.writer.flush()
+                self.writer.close()
 
 
 def summary_table(metrics: dict[str, Any]) -> str:

@@ -407,9 +407,9 @@ def test_search_writes_the_heatmap_png_and_accuracy_scalars(
     titles: list[str] = []
     figure = report.heatmap_figure
 
-    def record(net: Any, title: str = "") -> Any:
+    def record(names: list[str], grid: Any, title: str = "") -> Any:
         titles.append(title)
-        return figure(net, title)
+        return figure(names, grid, title)
 
     monkeypatch.setattr(report, "heatmap_figure", record)
     cfg = SearchConfig.from_dict(to_plain(_compose("search", *FAST, f"run_dir={tmp_path}")))
@@ -419,6 +419,27 @@ def test_search_writes_the_heatmap_png_and_accuracy_scalars(
     tags = EventAccumulator(str(tmp_path / "tb")).Reload().Tags()["scalars"]
     assert {"heldout/acc", "epoch/heldout_acc", "test/acc"} <= set(tags)
     assert result.metrics["target"] is not None
+
+
+def test_heatmap_drawn_in_the_background_is_waited_for_and_its_error_raised(
+    tmp_path: Path,
+) -> None:
+    """The epoch heatmap is drawn while the next epoch runs: `close` waits for the file, and
+    an error met while drawing is raised there, not lost with the thread."""
+    from proxyless.search_report import Reporter
+    from proxyless.space import get_space
+    from proxyless.supernet import SuperNet
+
+    net = SuperNet(get_space("tiny"))
+    reporter = Reporter(tmp_path, enabled=False)
+    reporter.heatmap(1, net, "epoch 1", tmp_path / "heatmap.png")
+    reporter.close()
+    assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "a_file").write_text("")
+    reporter = Reporter(tmp_path, enabled=False)
+    reporter.heatmap(1, net, "epoch 1", tmp_path / "a_file" / "heatmap.png")
+    with pytest.raises(OSError):
+        reporter.close()
 
 
 def test_train_yaml_points_at_the_search_checkpoint() -> None:
