@@ -82,7 +82,8 @@ class SearchResult:
 def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
     """Run (or resume) a search; writes config.yaml, run_info.json, arch.json, costs.json,
     checkpoints, TensorBoard events and summary.json into `cfg.run_dir` and returns the
-    final metrics. Torch's thread count and deterministic mode are restored on return.
+    final metrics. Torch's thread count, deterministic mode and the host-memory setting
+    (`host_memory`) are restored on return.
 
     Under torchrun (or with a distributed `ctx`) every rank runs this: each trains on its
     shard of the train and held-out splits, all ranks sample the same paths (the per-step

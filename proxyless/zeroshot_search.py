@@ -36,7 +36,14 @@ from .distributed import DistContext, init_distributed
 from .evolution import BudgetError, mutate, sample_within
 from .hardware import Hardware, measured_latency
 from .objective import ObjectiveConfig
-from .run import RunDir, load_checkpoint, save_checkpoint, write_json, write_run_files
+from .run import (
+    RunDir,
+    host_memory,
+    load_checkpoint,
+    save_checkpoint,
+    write_json,
+    write_run_files,
+)
 from .search_config import SearchConfig
 from .search_report import Reporter, derived_stats, summary_table
 from .search_setup import build_space, data_config
@@ -92,7 +99,7 @@ def zeroshot_search(cfg: SearchConfig, ctx: DistContext | None = None) -> Any:
     if state is not None:
         check_same_run(state["config"], cfg.to_dict(), run.checkpoint)
     write_run_files(run.path, cfg.to_dict(), run.resuming)
-    with torch_threads(resolve_threads(cfg.threads)):
+    with torch_threads(resolve_threads(cfg.threads)), host_memory(cfg.host_memory):
         z = _ZeroShot(cfg, ctx, run, state)
         z.run()
         metrics, arch = z.result(t0)
