@@ -264,8 +264,8 @@ def host_memory(mode: str) -> Iterator[bool]:
 
     glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh mmap and
     unmaps it on free, so each step's large activations page-fault in again, zeroed by the
-    kernel: on a CIFAR-space arch step (batch 64) ~250k faults, a third of its wall time
-    (`benchmarks/supernet_cost.py`). `reuse` serves all blocks from the heap and never trims
+    kernel: ~310k faults per CIFAR-space arch step at batch 64, which `reuse` makes 0.68× as
+    long (`benchmarks/host_memory.py`). `reuse` serves all blocks from the heap and never trims
     it: no faults after the first step; the process keeps its peak memory until the block
     ends (then it is given back). Yields whether reuse is in effect (glibc only)."""
     if mode not in HOST_MEMORY:
