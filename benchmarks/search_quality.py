@@ -1025,6 +1025,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--k", type=int, default=None, help="ground-truth archs")
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None, help="training budget per arch")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of those trainings")
     p.add_argument("--train-subset", type=int, default=None, help="cap on training images")
     p.add_argument("--targets", type=float, nargs="+", default=None, help="fractions of range")
     p.add_argument("--random-candidates", type=int, default=None)
@@ -1071,6 +1072,8 @@ def main(argv: list[str] | None = None) -> None:
         s.estimators = tuple(a.estimators)
     if a.epochs is not None:
         s.budget.epochs = a.epochs
+    if a.lr is not None:
+        s.budget.lr = a.lr
     if a.train_subset is not None:
         s.budget.train_subset = a.train_subset
     if a.targets:

@@ -222,6 +222,52 @@ def test_digits_shapes() -> None:
     assert x.shape == (3, 64, 64) and torch.equal(x[0], x[2])
 
 
+def test_random_shift_is_an_edge_padded_crop_per_image() -> None:
+    from proxyless.data.transforms import RandomShift
+
+    x = torch.rand(6, 3, 8, 8)
+    torch.manual_seed(1)
+    shifted = RandomShift(2)(x)
+    torch.manual_seed(1)
+    dy, dx = torch.randint(0, 5, (2, 6))  # the offsets it drew, one pair per image
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+    for i in range(6):
+        crop = padded[i, :, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8]
+        assert torch.equal(shifted[i], crop)
+    assert len({(int(a), int(b)) for a, b in zip(dy, dx, strict=True)}) > 1
+    assert RandomShift(2)(x[0]).shape == (3, 8, 8)  # one image as well as a batch
+
+
+@pytest.mark.parametrize("name", ["digits", "clutter"])
+def test_in_memory_batches_are_gathered_at_once(name: str, tmp_path: Path) -> None:
+    """A loader batch of in-memory images: one gather + one transform call; eval batches
+    equal the image-by-image path exactly, train batches are reproducible from the seed."""
+    cfg = DataConfig(
+        name=name,
+        root=str(tmp_path),
+        clutter_train_samples=300,
+        clutter_test_samples=100,
+        batch_size=16,
+        heldout_per_class=5,
+    )
+    splits = build_datasets(cfg)
+    rows = [5, 0, 17, 3]
+    batch = splits.test.__getitems__(rows)
+    for (image, target), row in zip(batch, rows, strict=True):
+        one, one_target = splits.test[row]
+        assert torch.equal(image, one) and target == one_target
+    calls = []
+    gather = splits.train.base.batch
+    splits.train.base.batch = lambda idx: calls.append(len(idx)) or gather(idx)
+    loader = build_loaders(splits, cfg).train
+    torch.manual_seed(0)
+    first = next(iter(loader))[0]
+    torch.manual_seed(0)
+    again = next(iter(loader))[0]
+    assert calls == [16, 16] and torch.equal(first, again)
+    assert first.shape == (16, 3, 32, 32)
+
+
 def test_synthetic_and_subsets() -> None:
     cfg = DataConfig(
         name="synthetic",

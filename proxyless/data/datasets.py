@@ -52,6 +52,11 @@ class TensorImages(Dataset):
         image = self.images[i].to(torch.float32).div_(255.0).expand(3, -1, -1)
         return image, int(self.targets[i])
 
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows `rows` at once: (N, 3, H, W) float in [0, 1] and their targets."""
+        images = self.images[torch.as_tensor(rows)].to(torch.float32).div_(255.0)
+        return images.expand(-1, 3, -1, -1), torch.as_tensor(self.targets[rows])
+
 
 class SyntheticImages(Dataset):
     """Gaussian images generated per index from a seed: shapes only, constant memory."""

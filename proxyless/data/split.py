@@ -84,6 +84,19 @@ class SplitView(Dataset):
             image = self.transform(image)
         return image, int(target)
 
+    def __getitems__(self, rows: list[int]) -> list[tuple[Any, int]]:
+        """A DataLoader batch. In-memory images with a batchable transform are gathered and
+        transformed in one call each (per-image calls cost a tenth of a small search's
+        epoch); anything else goes image by image."""
+        gather = getattr(self.base, "batch", None)
+        batchable = self.transform is None or getattr(self.transform, "batchable", False)
+        if gather is None or not batchable:
+            return [self[i] for i in rows]
+        images, targets = gather(self.indices[rows])
+        if self.transform is not None:
+            images = self.transform(images)
+        return list(zip(images.unbind(0), targets.tolist(), strict=True))
+
     @property
     def targets(self) -> np.ndarray:
         return targets_of(self.base)[self.indices]
