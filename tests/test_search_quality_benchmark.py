@@ -121,3 +121,28 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
     assert (
         json.loads(again.stdout.splitlines()[-1])["ranking_tau_end"] == summary["ranking_tau_end"]
     )
+
+
+@pytest.mark.slow
+def test_seed_noise_pools_seeds_per_learning_rate_and_reuses_trainings(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, str(REPO / "benchmarks" / "seed_noise.py"),
+        "--seeds", "2", "--lr", "0.1", "0.05", "--epochs", "1", "--train-subset", "200",
+        "--set", "data.clutter_train_samples=400", "data.clutter_test_samples=100",
+        "--workers", "1", "--cache", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    env = {**os.environ, "PROXYLESS_CACHE": str(tmp_path / "data")}
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = [json.loads(line) for line in first.stdout.splitlines()]
+    assert [r["lr"] for r in rows] == [0.1, 0.05]
+    for r in rows:
+        accs = r["accs"]
+        assert len(accs) == 2 and all(len(a) == 2 for a in accs)
+        within = [(a[0] - a[1]) ** 2 / 2 for a in accs]  # each arch's variance over 2 seeds
+        assert r["pooled_seed_std"] == pytest.approx((sum(within) / 2) ** 0.5, abs=1e-4)
+    trained = list((tmp_path / "cache" / "train").glob("*.json"))
+    assert len(trained) == 8  # 2 rates x 2 archs x 2 seeds
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert again.stdout == first.stdout  # read back from the cache, not retrained
+    assert len(list((tmp_path / "cache" / "train").glob("*.json"))) == 8
