@@ -211,7 +211,7 @@ def train_job(
             f"seed={seed}",
             f"threads={s.threads}",  # not in the cache key: it does not change the result
             "tensorboard=false",
-            "resume=true",
+            f"resume={str((work / 'run' / 'last.pt').is_file()).lower()}",  # a killed one goes on
             *([f"++data.train_subset={s.budget.train_subset}"] if s.budget.train_subset else []),
         ],
     )
