@@ -411,6 +411,9 @@ class _Search:
         lr = lr_at(self.lr_step(), self.parts.total_steps, cfg.optim, self.parts.per_epoch)
         set_lr(self.parts.weight_opt, lr)
         largest = cfg.schedule.sampler == "sandwich" and step % 2 == 1
+        teacher = None
+        if cfg.schedule.distill and not largest:
+            teacher = self.teacher(x)
         shift_bin = None  # warmup.sampler=shift: the cost bin this step's path was drawn from
         if largest:
             self.net.set_paths(self.net.largest_path())
@@ -427,6 +430,7 @@ class _Search:
                 warm,
                 cfg.optim.label_smoothing,
                 resample=not largest and shift_bin is None,
+                teacher=teacher,
             )
         first_bad = (self.bad_step == 0) & ~torch.isfinite(loss)
         self.bad_step = torch.where(first_bad, step, self.bad_step)
@@ -458,6 +462,14 @@ class _Search:
         if cfg.debug.step_delay_s:
             time.sleep(cfg.debug.step_delay_s)
         return loss, acc, logged
+
+    def teacher(self, x: torch.Tensor) -> torch.Tensor:
+        """The largest path's class probabilities for `x` (schedule.distill). BatchNorm runs
+        on batch statistics as in every train step; the running statistics it updates are
+        re-estimated wherever a path is evaluated."""
+        self.net.set_paths(self.net.largest_path())
+        with torch.no_grad(), self.precision.autocast():
+            return self.net(x).float().softmax(1)
 
     def shift_update(self) -> dict[str, float]:
         """New bin probabilities from the window's losses (one host sync); their scalars."""

@@ -70,6 +70,10 @@ class ScheduleConfig:
     # rest, so shared weights learn the task even when single random paths barely do
     # (benchmarks/supernet_learning.py).
     sampler: str = "uniform"
+    # sandwich only: the other steps' path learns from the largest path's predictions on the
+    # same batch (in-place distillation, as BigNAS/OFA), not from the labels; one extra
+    # no-grad forward of the largest path per such step.
+    distill: bool = False
 
 
 WARMUP_SAMPLERS = ("uniform", "shift")
@@ -245,6 +249,11 @@ class SearchConfig:
             raise ConfigError(
                 f"schedule.sampler={s.sampler!r} is not one of: {', '.join(SAMPLERS)}"
             )
+        if s.distill and s.sampler != "sandwich":
+            raise ConfigError(
+                "schedule.distill=true needs schedule.sampler=sandwich (the largest path is "
+                f"the teacher), not {s.sampler!r}"
+            )
         if s.steps_per_epoch is not None and s.steps_per_epoch < 1:
             raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")
         if self.strategy not in STRATEGIES:
@@ -346,4 +355,5 @@ def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     out["data"] = {k: v for k, v in cfg["data"].items() if k not in _DATA_RESUMABLE}
     # Runs from before `warmup` existed sampled warmup paths uniformly: its defaults.
     out.setdefault("warmup", dataclasses.asdict(WarmupConfig()))
+    out["schedule"] = {"distill": False, **out["schedule"]}  # runs from before it existed
     return out

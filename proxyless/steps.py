@@ -20,8 +20,11 @@ def weight_step(
     uniform: bool = False,
     label_smoothing: float = 0.0,
     resample: bool = True,
+    teacher: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample one path (uniformly in warmup), train only it. Returns (loss, logits), detached.
+
+    With `teacher` (class probabilities for `x`), the path learns them instead of `y`.
 
     Gradients are set to None, not zero, so candidates off the path get no momentum or
     weight-decay update from optimizers that skip parameters without a gradient (SGD, Adam).
@@ -30,7 +33,10 @@ def weight_step(
         net.sample_paths(generator, uniform=uniform)
     optimizer.zero_grad(set_to_none=True)
     logits = net(x)
-    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    if teacher is None:
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    else:
+        loss = F.cross_entropy(logits, teacher)
     loss.backward()
     for p in net.arch_parameters():
         p.grad = None

@@ -164,6 +164,36 @@ def test_weight_steps_never_touch_unsampled_candidates():
     assert all(p.grad is None for p in net.arch_parameters())
 
 
+def test_weight_step_learns_a_teachers_probabilities_instead_of_labels():
+    """One-hot teacher probabilities give the label step exactly; soft ones the gradient of
+    the cross-entropy against them, −Σ p_t log softmax(z), computed by hand."""
+    import copy
+
+    from proxyless.steps import weight_step
+
+    torch.manual_seed(0)
+    net = SuperNet(get_space("tiny")).train()
+    net.set_paths([1] * len(net.layers))
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    a, b = copy.deepcopy(net), copy.deepcopy(net)
+    loss_a, _ = weight_step(a, x, y, torch.optim.SGD(a.weight_parameters(), lr=0.0), resample=False)
+    one_hot = torch.nn.functional.one_hot(y, 10).float()
+    opt_b = torch.optim.SGD(b.weight_parameters(), lr=0.0)
+    loss_b, _ = weight_step(b, x, y, opt_b, resample=False, teacher=one_hot)
+    assert torch.equal(loss_a, loss_b)
+    for pa, pb in zip(a.weight_parameters(), b.weight_parameters(), strict=True):
+        assert (pa.grad is None) == (pb.grad is None)
+        if pa.grad is not None:
+            assert torch.equal(pa.grad, pb.grad)
+    soft = torch.softmax(torch.randn(4, 10), 1)
+    c = copy.deepcopy(net)
+    loss_c, logits = weight_step(
+        c, x, y, torch.optim.SGD(c.weight_parameters(), lr=0.0), resample=False, teacher=soft
+    )
+    by_hand = -(soft * torch.log_softmax(logits, 1)).sum(1).mean()
+    assert loss_c == pytest.approx(float(by_hand), rel=1e-6)
+
+
 @pytest.mark.parametrize("name", ["all_paths", "two_path", "darts", "reinforce"])
 def test_arch_step_changes_only_alpha(name):
     from proxyless.steps import arch_step

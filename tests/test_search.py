@@ -204,6 +204,46 @@ def test_sandwich_sampler_trains_the_largest_path_on_every_other_step(
     assert any(trained[i] != largest for i in range(1, 12, 2))  # sampled on the others
 
 
+def test_distill_teaches_every_other_step_the_largest_paths_predictions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """schedule.distill: the sampled-path steps get the largest path's probabilities on their
+    own batch (computed before their path is drawn); the largest-path steps get labels."""
+    import proxyless.search as search_mod
+
+    seen: list[tuple[list[int], torch.Tensor | None, torch.Tensor | None]] = []
+    real = search_mod.weight_step
+
+    def recording(net, x, *args, teacher=None, **kwargs):  # type: ignore[no-untyped-def]
+        expected = None
+        if teacher is not None:
+            path = net.active_paths()
+            net.set_paths(net.largest_path())
+            with torch.no_grad():
+                expected = net(x).softmax(1)
+            net.set_paths(path)
+        out = real(net, x, *args, teacher=teacher, **kwargs)
+        seen.append((net.active_paths(), teacher, expected))
+        return out
+
+    monkeypatch.setattr(search_mod, "weight_step", recording)
+    result = search(fast_cfg(tmp_path, schedule={"sampler": "sandwich", "distill": True}))
+    largest = result.net.largest_path()
+    assert len(seen) == 12
+    for i, (path, teacher, expected) in enumerate(seen):
+        if i % 2 == 0:  # steps 1, 3, …: the largest path, on labels
+            assert path == largest and teacher is None
+        else:  # BatchNorm in train mode: the same batch gives the same statistics
+            assert teacher is not None and torch.allclose(teacher, expected, atol=1e-5)
+            assert torch.allclose(teacher.sum(1), torch.ones(len(teacher)))
+
+
+def test_distill_needs_the_sandwich_sampler(tmp_path: Path) -> None:
+    message = "schedule.distill=true needs schedule.sampler=sandwich"
+    with pytest.raises(ConfigError, match=message):
+        fast_cfg(tmp_path, schedule={"sampler": "uniform", "distill": True})
+
+
 def test_unknown_sampler_is_named(tmp_path: Path) -> None:
     message = "schedule.sampler='big' is not one of: uniform, sandwich"
     with pytest.raises(ConfigError, match=message):
