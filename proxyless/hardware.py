@@ -298,6 +298,28 @@ def cached_table_path(space: SearchSpace, cfg: HardwareConfig, device: str) -> P
     return Path(cfg.cache_dir).expanduser() / name
 
 
+def _set_aside_unanchored(path: Path) -> None:
+    """A cached table profiled before tables carried a speed anchor (`latency.anchor`) is
+    renamed to `*.unanchored.json` so that it is profiled again, with one: without it, every
+    later measurement against the table carries the machine's drift since then (a quickstart
+    read +79 % against such a table on a slow day). Renamed, not deleted."""
+    if not path.is_file():
+        return
+    try:
+        anchored = LatencyTable.load(path, force=True).header.anchor_ms is not None
+    except TableError:
+        return  # unreadable: the profiling step reports it
+    if not anchored:
+        aside = path.with_name(path.stem + ".unanchored.json")
+        path.replace(aside)
+        log.warning(
+            "cached latency table %s has no speed anchor (profiled by an older version): "
+            "profiling it again; the old one is kept as %s",
+            path,
+            aside.name,
+        )
+
+
 def _profiled_costs(space: SearchSpace, cfg: HardwareConfig) -> SpaceCosts:
     from latency.backends import get_backend
 
@@ -306,6 +328,7 @@ def _profiled_costs(space: SearchSpace, cfg: HardwareConfig) -> SpaceCosts:
     try:
         device = get_backend(cfg.backend, threads=cfg.threads).device_name()
         path = cached_table_path(space, cfg, device)
+        _set_aside_unanchored(path)
         # The lead's bridge measures only keys missing from the cached table (resumable).
         table = bridge.profile_space_table(
             space,

@@ -122,6 +122,25 @@ def test_profile_measures_once_into_the_cache(tmp_path: Path) -> None:
     assert again.per_layer == costs.per_layer and costs.unit == "us" and costs.min_cost() > 0
 
 
+def test_cached_table_without_a_speed_anchor_is_profiled_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache from before tables carried an anchor is set aside (kept) and profiled anew."""
+    cfg = HardwareConfig(kind="profile", backend="torch-cpu", cache_dir=str(tmp_path), unit="us")
+    layer_costs(get_space("tiny"), cfg)
+    (cached,) = tmp_path.glob("tiny-*_torch-cpu_*.json")
+    old = LatencyTable.load(cached)
+    assert old.header.anchor_ms is not None
+    old.header.anchor_ms = None  # as an older version wrote it
+    old.save(cached)
+    with caplog.at_level("WARNING", logger="proxyless"):
+        layer_costs(get_space("tiny"), cfg)
+    assert LatencyTable.load(cached).header.anchor_ms is not None
+    aside = cached.with_name(cached.stem + ".unanchored.json")
+    assert LatencyTable.load(aside).header.anchor_ms is None
+    assert "has no speed anchor" in caplog.text and aside.name in caplog.text
+
+
 def _calibrate(path: Path, a: float, b: float, fit_on: int = 2) -> Path:
     table = LatencyTable.load(path)
     table.header.calibration = {"kind": "linear", "a": a, "b": b, "fit_on": ["n"] * fit_on}
