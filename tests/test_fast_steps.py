@@ -224,12 +224,13 @@ print(reusing, *faults)
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="host_memory acts on glibc")
 def test_reused_host_memory_does_not_fault_in_again() -> None:
     """glibc's defaults unmap every freed large block, so each step faults its 3 × 16k pages
-    in again; under `reuse` the heap keeps them, and after the first steps (while the heap
-    settles) a step faults in nothing."""
+    in again; under `reuse` the heap keeps them, and once it has settled a step faults in
+    nothing. Settling (small allocations splitting the freed blocks, the heap growing by a
+    tensor or two) took up to 7 steps in repeated runs here, so only steps 9–16 are held to it."""
     release = _page_faults_per_step("release")
     assert min(release[1:]) > 45_000
-    reuse = _page_faults_per_step("reuse")
-    assert sum(reuse[-3:]) < 1_000, reuse
+    reuse = _page_faults_per_step("reuse", steps=16)
+    assert sum(reuse[-8:]) < 1_000, reuse
 
 
 def test_host_memory_is_checked() -> None:
