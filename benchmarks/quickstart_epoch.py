@@ -45,7 +45,7 @@ def timed_close(self):
     t = time.perf_counter(); close(self); closing.append(time.perf_counter() - t)
 R.Reporter.close = timed_close
 over = ["threads=1", f"schedule.warmup_epochs={sys.argv[3]}", f"schedule.epochs={sys.argv[4]}",
-        "log.progress=false", f"run_dir={sys.argv[2]}"]
+        "log.progress=false", f"run_dir={sys.argv[2]}", f"hardware.cache_dir={sys.argv[5]}"]
 with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
     cfg = OmegaConf.to_container(compose(config_name="search", overrides=over), resolve=True)
 cfg.pop("hydra", None)
@@ -54,16 +54,26 @@ print(json.dumps({"tree": sys.argv[1], "epochs_s": times, "close_s": sum(closing
 """
 
 
-def run(tree: str, warmup: int, search: int) -> dict[str, Any]:
+def run(tree: str, warmup: int, search: int, cache: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.path.abspath(tree), "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as d:
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, os.path.abspath(tree), d, str(warmup), str(search)],
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                os.path.abspath(tree),
+                d,
+                str(warmup),
+                str(search),
+                cache,
+            ],
             env=env,
             capture_output=True,
             text=True,
-            check=True,
         )
+    if out.returncode != 0:
+        sys.exit(f"the search in tree {tree} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -77,8 +87,14 @@ def main() -> None:
     t0 = time.perf_counter()
     w, n = args.warmup_epochs, args.search_epochs
     pairs = []
+    # each tree its own latency cache (profiled once, outside the timed epochs): trees from
+    # either side of a table-format change cannot share one
+    caches = tempfile.TemporaryDirectory()
     for _ in range(args.pairs):
-        a, b = (run(tree, w, n) for tree in args.trees)
+        a, b = (
+            run(tree, w, n, os.path.join(caches.name, side))
+            for side, tree in zip("AB", args.trees, strict=True)
+        )
         print(json.dumps({"A": a, "B": b}))
         pairs.append((a, b))
 
