@@ -25,7 +25,7 @@ import torch
 from proxyless.arch import Arch
 from proxyless.data import DataConfig, build_datasets, build_loaders
 from proxyless.ranking import kendall_tau, spearman_rho
-from proxyless.space import OpSpec, get_space
+from proxyless.space import get_space
 from proxyless.zeroshot import PROXIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def main() -> None:
     gt = ground_truth(Path(a.rows))
     acc = [r["acc_mean"] for r in gt]
     space = get_space(a.space)
-    archs = [Arch(space, [OpSpec.parse(o) for o in r["arch"]]) for r in gt]
+    archs = [Arch.from_strings(space, r["arch"]) for r in gt]
     cost = [r["cost"] for r in gt]
     results = {"cost (latency table)": (kendall_tau(cost, acc), spearman_rho(cost, acc))}
     print(json.dumps({"proxy": "cost", "tau": results["cost (latency table)"][0]}), flush=True)

@@ -570,7 +570,6 @@ def measure_quietly(
     from proxyless.arch import Arch
     from proxyless.hardware import measured_latency
     from proxyless.search_config import SearchConfig
-    from proxyless.space import OpSpec
 
     plain = compose("search", search_overrides(s, 0, Path("/tmp/unused"), []))
     hw = SearchConfig.from_dict(plain).hardware
@@ -578,7 +577,7 @@ def measure_quietly(
     times: dict[tuple, list[float]] = {a: [] for a in unique}
     for _ in range(rounds):
         for ops in unique:
-            arch = Arch(space, [OpSpec.parse(o) for o in ops])
+            arch = Arch.from_strings(space, ops)
             value = measured_latency(arch, hw)
             if value is not None:
                 times[ops].append(value)

@@ -33,10 +33,9 @@ ARCHS = (
 
 def arch_dict(space_name: str, ops: tuple[str, ...]) -> dict[str, Any]:
     from proxyless.arch import Arch
-    from proxyless.space import OpSpec, get_space
+    from proxyless.space import get_space
 
-    space = get_space(space_name)
-    return Arch(space, [OpSpec.parse(o) for o in ops]).to_dict()
+    return Arch.from_strings(get_space(space_name), ops).to_dict()
 
 
 def main(argv: list[str] | None = None) -> None:

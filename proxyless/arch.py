@@ -10,6 +10,7 @@ True
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,11 @@ class Arch:
 
     def block_strings(self) -> list[str]:
         return [str(op) for op in self.ops]
+
+    @classmethod
+    def from_strings(cls, space: SearchSpace, ops: Sequence[str]) -> Arch:
+        """The inverse of `block_strings` (e.g. the `arch` lists of benchmark rows)."""
+        return cls(space, [OpSpec.parse(s) for s in ops])
 
     def indices(self) -> list[int]:
         """Each layer's op as an index into that layer's candidates (a supernet path, or a

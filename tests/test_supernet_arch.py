@@ -145,3 +145,13 @@ def test_malformed_and_incompatible_arch_files_give_clear_errors(tmp_path):
         Arch.load(_write(tmp_path, {**d, "ops": ["conv9"] + d["ops"][1:]}))
     with pytest.raises(ArchError, match="different configuration"):
         SuperNet(get_space("tiny", num_classes=5)).arch_indices(good)
+
+
+def test_arch_from_strings_inverts_block_strings() -> None:
+    from proxyless.arch import Arch
+    from proxyless.space import get_space
+
+    space = get_space("tiny")
+    ops = ["mb_k3_e3", "zero", "mb_k7_e6", "zero", "mb_k5_e3", "mb_k3_e6"]
+    arch = Arch.from_strings(space, ops)
+    assert arch.block_strings() == ops and arch.space == space

@@ -149,12 +149,12 @@ def test_synflow_tells_relu6_archs_apart() -> None:
     """ReLU6 clipped every activation of the |θ|, all-ones network at 6: every arch of the
     tiny space scored the same."""
     from proxyless.arch import Arch
-    from proxyless.space import OpSpec, get_space
+    from proxyless.space import get_space
 
     batch = [(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))]
     scores = []
     for ops in (["mb_k3_e3", "zero"] * 3, ["mb_k7_e6"] * 6):
         torch.manual_seed(0)
-        arch = Arch(get_space("tiny"), [OpSpec.parse(o) for o in ops])
+        arch = Arch.from_strings(get_space("tiny"), ops)
         scores.append(PROXIES.get("synflow")(arch.build(), batch))
     assert scores[1] > 10 * scores[0]
