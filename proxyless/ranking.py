@@ -14,7 +14,7 @@ that ranks archs (zero-shot proxies, split supernets).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -84,14 +84,26 @@ def inherited_accuracy(
 ) -> list[float]:
     """Accuracy of each arch on `eval_batches` with the supernet's weights on its path and
     BatchNorm statistics re-estimated on `calib_batches` (images only) for that path."""
+    return inherited_accuracies(net, archs, {"eval": eval_batches}, calib_batches)["eval"]
+
+
+def inherited_accuracies(
+    net: SuperNet,
+    archs: Sequence[Arch],
+    eval_sets: Mapping[str, Sequence[tuple[torch.Tensor, torch.Tensor]]],
+    calib_batches: Sequence[torch.Tensor],
+) -> dict[str, list[float]]:
+    """`inherited_accuracy` on several named evaluation sets at once (BatchNorm re-estimated
+    once per arch): e.g. a held-out split and a test split, to score on each and on both."""
     device = next(net.parameters()).device
     saved_paths = net.active_paths()
-    out = []
+    out: dict[str, list[float]] = {name: [] for name in eval_sets}
     try:
         for arch in archs:
             net.set_paths(net.arch_indices(arch))
             with bn_recalibrated(net, calib_batches, device):
-                out.append(accuracy(net, eval_batches, device))
+                for name, batches in eval_sets.items():
+                    out[name].append(accuracy(net, batches, device))
     finally:
         net.set_paths(saved_paths)
     return out

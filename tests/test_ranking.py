@@ -10,6 +10,7 @@ from proxyless.arch import Arch
 from proxyless.ranking import (
     bn_recalibrated,
     front_at,
+    inherited_accuracies,
     inherited_accuracy,
     kendall_tau,
     pareto_front,
@@ -61,6 +62,22 @@ def test_inherited_accuracy_equals_the_standalone_net_with_inherited_weights() -
     assert net.active_paths() == paths_before
     for k, v in net.state_dict().items():
         assert torch.equal(v, state_before[k]), k
+
+
+def test_inherited_accuracies_score_each_set_as_inherited_accuracy_alone() -> None:
+    torch.manual_seed(0)
+    space = get_space("tiny")
+    net = SuperNet(space)
+    sets = {
+        name: [(torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))) for _ in range(n)]
+        for name, n in (("heldout", 1), ("test", 2))
+    }
+    calib = [torch.randn(16, 3, 32, 32)]
+    archs = stratified_archs(space, lambda a: float(len(a.block_strings())), 4, seed=2)
+    both = inherited_accuracies(net, archs, sets, calib)
+    for name, batches in sets.items():
+        assert both[name] == inherited_accuracy(net, archs, batches, calib)
+    assert len(set(both["test"])) > 1  # the archs score differently: a real comparison
 
 
 def test_stratified_archs_cover_the_cost_range() -> None:

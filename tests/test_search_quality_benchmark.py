@@ -47,6 +47,13 @@ def test_tau_by_tercile_ranks_within_each_cost_band() -> None:
     assert bench.tau_by_tercile(list(range(9)), acc, cost) == [1.0, -1.0, 1.0]
 
 
+def test_pooled_accuracy_weights_each_set_by_its_images() -> None:
+    bench = _bench()
+    sets = {"heldout": [(None, [0] * 10)], "test": [(None, [0] * 20), (None, [0] * 10)]}
+    got = bench._pooled({"heldout": [0.2, 1.0], "test": [0.6, 0.0]}, sets)
+    assert got == pytest.approx([0.5, 0.25])
+
+
 def test_a_search_with_other_settings_is_moved_aside_not_reused(tmp_path: Path) -> None:
     bench = _bench()
     rd = tmp_path / "run"
@@ -112,6 +119,7 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
     assert len([r for r in rows if r.get("variant") == "zs"]) == 2  # two seeds
     assert len(summary["ranking_tau_end_by_tercile"]) == 3
     assert -1.0 <= summary["ranking_tau_end"] <= 1.0
+    assert -1.0 <= summary["ranking_tau_end_heldout"] <= 1.0  # the held-out-only ranking
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 10_000
     # A second run reuses every trained arch and search: nothing is trained again.
     again = subprocess.run(
