@@ -873,6 +873,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         "gt_acc_vs_cost_spearman": spearman_rho([r["cost"] for r in gt_rows], gt_acc),
         # The baseline a supernet's ranking must beat: "the slower arch is the better one".
         "ranking_tau_cost_baseline": kendall_tau(gt_cost, gt_acc),
+        "ranking_tau_cost_baseline_by_tercile": tau_by_tercile(gt_cost, gt_acc, gt_cost),
         # The ceiling on ranking τ that the ground truth's own noise sets: how well one
         # seed's accuracies rank the archs of another seed (a perfect ranker of the true
         # accuracies scores about this against one seed, a little more against the mean).
