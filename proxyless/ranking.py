@@ -150,11 +150,23 @@ def stratified_archs(
     return [items[i][1] for i in sorted(chosen, key=lambda i: costs[i])]
 
 
+def _constant(values: Sequence[float]) -> bool:
+    return len(set(values)) <= 1
+
+
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall τ-b; 0.0 (no ordering information) when either side is constant — e.g. an
+    untrained supernet scoring every arch alike — where scipy gives NaN, which would turn
+    every mean over searches into NaN."""
+    if _constant(a) or _constant(b):
+        return 0.0
     return float(stats.kendalltau(a, b).statistic)
 
 
 def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman ρ; 0.0 when either side is constant (as `kendall_tau`)."""
+    if _constant(a) or _constant(b):
+        return 0.0
     return float(stats.spearmanr(a, b).statistic)
 
 

@@ -101,6 +101,9 @@ def test_rank_correlations() -> None:
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert kendall_tau([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
     assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # a ranker that scores every arch alike carries no order: 0, not scipy's NaN
+    assert kendall_tau([0.1, 0.1, 0.1], [1, 3, 2]) == 0.0
+    assert spearman_rho([1, 3, 2], [5, 5, 5]) == 0.0
     assert spearman_rho([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
 
 
