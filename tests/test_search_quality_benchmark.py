@@ -120,6 +120,11 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
     assert len(summary["ranking_tau_end_by_tercile"]) == 3
     assert -1.0 <= summary["ranking_tau_end"] <= 1.0
     assert -1.0 <= summary["ranking_tau_end_heldout"] <= 1.0  # the held-out-only ranking
+    # the latency error with the machine's drift (measured beside it) taken out
+    drift = next(r for r in rows if r["row"] == "table_drift")["median"]
+    searched = [r for r in rows if r["row"] == "search" and r["variant"] is None]
+    corrected = [abs(r["measured"] / drift - r["target"]) / r["target"] for r in searched]
+    assert summary["latency_error_max_drift_corrected"] == pytest.approx(max(corrected))
     assert (tmp_path / "out" / "pareto.png").stat().st_size > 10_000
     # A second run reuses every trained arch and search: nothing is trained again.
     again = subprocess.run(
