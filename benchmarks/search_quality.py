@@ -902,7 +902,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         "latency_error_max": _max_abs([r["latency_error"] for r in est_rows]),
         # the derived archs' table cost vs target, and today's measured/table ratio on the
         # ground-truth archs: together they split latency_error into search and machine
-        "table_error_max": max(abs(r["table_error"]) for r in est_rows) if est_rows else None,
+        "table_error_max": _max_abs([r["table_error"] for r in est_rows]),
         "latency_error_max_drift_corrected": _max_abs(
             [r["latency_error_drift_corrected"] for r in est_rows]
         ),
