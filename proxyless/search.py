@@ -47,6 +47,7 @@ from .run import (
     check_finite,
     deterministic,
     evaluate,
+    frozen_setup_objects,
     host_memory,
     lr_at,
     match_state_layout,
@@ -114,7 +115,8 @@ def search(cfg: SearchConfig, ctx: DistContext | None = None) -> SearchResult:
         if state is None and cfg.init.alpha != "normal":
             _warm_start(cfg, parts, run.path if ctx.is_main else None)
         loop = _Search(cfg, ctx, parts, run, state)
-        loop.run()
+        with frozen_setup_objects():
+            loop.run()
         return loop.result(t0)
 
 

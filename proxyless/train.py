@@ -55,6 +55,7 @@ from .run import (
     SGDConfig,
     check_finite,
     evaluate,
+    frozen_setup_objects,
     host_memory,
     load_checkpoint,
     lr_at,
@@ -224,10 +225,11 @@ def train(cfg: TrainConfig, ctx: DistContext | None = None) -> dict[str, Any]:
         if state is not None:
             loop.restore(state)
         loop.start()
-        while loop.epoch < cfg.epochs and not loop.stopped:
-            if not loop.train_epoch():
-                break  # stopped at max_steps mid-epoch
-            loop.end_epoch()
+        with frozen_setup_objects():
+            while loop.epoch < cfg.epochs and not loop.stopped:
+                if not loop.train_epoch():
+                    break  # stopped at max_steps mid-epoch
+                loop.end_epoch()
         return loop.finish()
 
 
