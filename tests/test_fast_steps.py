@@ -4,9 +4,11 @@ activations, multi-tensor SGD, and a search loop that reads no tensor on the hos
 from __future__ import annotations
 
 import copy
+import gc
 import platform
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from proxyless.estimators import ESTIMATORS
 from proxyless.ops import Conv2d
 from proxyless.run import (
     SGDConfig,
+    frozen_setup_objects,
     host_memory,
     load_checkpoint,
     resolve_memory_format,
@@ -241,6 +244,27 @@ def test_host_memory_is_checked() -> None:
         pass
     with pytest.raises(ConfigError, match="host_memory='keep': use reuse, release"):
         fast_cfg(Path("unused"), host_memory="keep")
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_frozen_setup_objects_spares_old_objects_and_collects_new_cycles() -> None:
+    old = weakref.ref(_Cycle())  # garbage before the block: collected on entry
+    setup = _Cycle()
+    with frozen_setup_objects():
+        assert old() is None
+        assert gc.get_freeze_count() > 0 and not any(setup is o for o in gc.get_objects())
+        new = weakref.ref(_Cycle())
+        gc.collect()
+        assert new() is None  # the block's own cycles go as usual
+    assert gc.get_freeze_count() == 0
+    assert any(setup is o for o in gc.get_objects())  # set-up objects are collectable again
+    with pytest.raises(RuntimeError), frozen_setup_objects():
+        raise RuntimeError("an epoch failed")
+    assert gc.get_freeze_count() == 0
 
 
 def test_search_runs_channels_last_and_contiguous(tmp_path: Path) -> None:
