@@ -205,6 +205,7 @@ class _Search:
         show = cfg.log.progress if cfg.log.progress is not None else sys.stderr.isatty()
         self.show = show and self.main
         self.last_line = time.monotonic()  # without bars: when the last progress line went out
+        self.last_heatmap = time.monotonic()  # when the last heatmap was drawn (or the start)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.load(state)
@@ -536,7 +537,7 @@ class _Search:
             self.history["shift"] = self.shift.summary()
             (log.info if self.main else log.debug)("end of warmup: %s", self.shift.describe())
         self.reporter.scalars(g.global_step, epoch_scalars(stats))
-        if self.cfg.log.heatmap and not warm and self.main:
+        if self.cfg.log.heatmap and not warm and self.main and self.heatmap_due(epoch):
             title = f"p per layer after epoch {epoch + 1}/{self.parts.total_epochs}"
             self.reporter.heatmap(g.global_step, net, title, self.rundir.path / "heatmap.png")
         if self.main:
@@ -555,6 +556,19 @@ class _Search:
             stats["entropy"],
         )
         return stats
+
+    def heatmap_due(self, epoch: int) -> bool:
+        """Whether this search epoch draws the heatmap: once `log.heatmap_every_s` has passed
+        since the last drawing (or the start), and always at the last epoch. A drawing holds
+        the GIL against the loop for ~0.1 s (0.5 s more the first time): drawn after every
+        ~1.5-s quickstart epoch, it cost ~17% of the epoch's wall time (interleaved runs,
+        `benchmarks/quickstart_epoch.py`), for pictures no one can follow at that rate."""
+        now = time.monotonic()
+        last = epoch + 1 == self.parts.total_epochs
+        if last or now - self.last_heatmap >= self.cfg.log.heatmap_every_s:
+            self.last_heatmap = now
+            return True
+        return False
 
     # --- result --------------------------------------------------------------------------------
     def derive(self) -> Arch:

@@ -135,6 +135,7 @@ class LogConfig:
     tensorboard: bool = True
     every_steps: int = 10
     heatmap: bool = True
+    heatmap_every_s: float = 10.0  # at most one heatmap this often, and the last epoch's; 0: each
 
 
 @dataclass
@@ -262,6 +263,10 @@ class SearchConfig:
         self._check_gm()
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: use fp32, bf16 or fp16")
+        if self.log.heatmap_every_s < 0:
+            raise ConfigError(
+                f"log.heatmap_every_s={self.log.heatmap_every_s} must be >= 0 (0: every epoch)"
+            )
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads={self.threads} must be >= 1 (or null: the free cores)")
         if self.memory_format not in MEMORY_FORMATS:

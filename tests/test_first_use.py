@@ -397,8 +397,12 @@ def test_train_messages_count_epochs_from_1(
         train(cfg)
 
 
+@pytest.mark.parametrize(
+    ("every_s", "drawn"),
+    [(0, [2, 3, 4]), (1e9, [4])],  # each search epoch; only the last (the default's 10 s here)
+)
 def test_search_writes_the_heatmap_png_and_accuracy_scalars(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every_s: float, drawn: list[int]
 ) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -412,10 +416,11 @@ def test_search_writes_the_heatmap_png_and_accuracy_scalars(
         return figure(names, grid, title)
 
     monkeypatch.setattr(report, "heatmap_figure", record)
-    cfg = SearchConfig.from_dict(to_plain(_compose("search", *FAST, f"run_dir={tmp_path}")))
+    over = [f"run_dir={tmp_path}", "schedule.epochs=3", f"log.heatmap_every_s={every_s}"]
+    cfg = SearchConfig.from_dict(to_plain(_compose("search", *FAST, *over)))
     result = search(cfg)
     assert (tmp_path / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
-    assert titles == ["p per layer after epoch 2/2"]  # warmup is epoch 1, search epoch 2
+    assert titles == [f"p per layer after epoch {e}/4" for e in drawn]  # warmup is epoch 1
     tags = EventAccumulator(str(tmp_path / "tb")).Reload().Tags()["scalars"]
     assert {"heldout/acc", "epoch/heldout_acc", "test/acc"} <= set(tags)
     assert result.metrics["target"] is not None

@@ -244,6 +244,13 @@ def test_distill_needs_the_sandwich_sampler(tmp_path: Path) -> None:
         fast_cfg(tmp_path, schedule={"sampler": "uniform", "distill": True})
 
 
+def test_negative_heatmap_interval_is_named(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"log.heatmap_every_s=-1.0 must be >= 0 \(0: every epoch\)"
+    ):
+        fast_cfg(tmp_path, log={"heatmap_every_s": -1})
+
+
 def test_unknown_sampler_is_named(tmp_path: Path) -> None:
     message = "schedule.sampler='big' is not one of: uniform, sandwich"
     with pytest.raises(ConfigError, match=message):
