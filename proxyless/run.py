@@ -291,7 +291,7 @@ def frozen_setup_objects() -> Iterator[None]:
 
     Imports and set-up leave ~0.5M long-lived objects (torch, hydra, onnx …) that each full
     (generation-2) collection walks again: 20–320 ms a pass, growing with the run, about one per
-    quickstart search epoch, ~3 % of its wall time and the spikes of its checkpoints
+    quickstart search epoch, ~3–5 % of its wall time and the spikes of its checkpoints
     (`gc.freeze`, as CPython's docs suggest for long-lived processes). The block's own
     garbage is collected as usual; afterwards the set-up objects are collectable again, so a
     process that runs many searches (the benchmarks) does not keep their cycles alive."""
