@@ -7,7 +7,8 @@ as its heatmap, is waited for there). Besides wall time, the process's CPU time 
 (all threads: a background heatmap counts where it runs), which a shared machine's stolen
 time moves less. Runs alternate A B A B … so machine-speed
 drift cancels; ratios are per pair, B over A. Make tree A with e.g.
-`git archive <rev> | tar -x -C /tmp/base`.
+`git archive <rev> | tar -x -C /tmp/base`. `--set` applies Hydra overrides to both trees, so
+that a recipe both know (e.g. `schedule.sampler=uniform`) is timed with the same computation.
 
     python benchmarks/quickstart_epoch.py --trees /tmp/base . --pairs 3
 """
@@ -45,7 +46,8 @@ def timed_close(self):
     t = time.perf_counter(); close(self); closing.append(time.perf_counter() - t)
 R.Reporter.close = timed_close
 over = ["threads=1", f"schedule.warmup_epochs={sys.argv[3]}", f"schedule.epochs={sys.argv[4]}",
-        "log.progress=false", f"run_dir={sys.argv[2]}", f"hardware.cache_dir={sys.argv[5]}"]
+        "log.progress=false", f"run_dir={sys.argv[2]}", f"hardware.cache_dir={sys.argv[5]}",
+        *json.loads(sys.argv[6])]
 with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
     cfg = OmegaConf.to_container(compose(config_name="search", overrides=over), resolve=True)
 cfg.pop("hydra", None)
@@ -54,7 +56,7 @@ print(json.dumps({"tree": sys.argv[1], "epochs_s": times, "close_s": sum(closing
 """
 
 
-def run(tree: str, warmup: int, search: int, cache: str) -> dict[str, Any]:
+def run(tree: str, warmup: int, search: int, cache: str, overrides: list[str]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.path.abspath(tree), "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as d:
         out = subprocess.run(
@@ -67,6 +69,7 @@ def run(tree: str, warmup: int, search: int, cache: str) -> dict[str, Any]:
                 str(warmup),
                 str(search),
                 cache,
+                json.dumps(overrides),
             ],
             env=env,
             capture_output=True,
@@ -83,6 +86,14 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--warmup-epochs", type=int, default=2)
     ap.add_argument("--search-epochs", type=int, default=2)
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra overrides for both trees, e.g. schedule.sampler=uniform to time the same "
+        "search in a tree whose default sampler differs",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     w, n = args.warmup_epochs, args.search_epochs
@@ -92,7 +103,7 @@ def main() -> None:
     caches = tempfile.TemporaryDirectory()
     for _ in range(args.pairs):
         a, b = (
-            run(tree, w, n, os.path.join(caches.name, side))
+            run(tree, w, n, os.path.join(caches.name, side), args.set)
             for side, tree in zip("AB", args.trees, strict=True)
         )
         print(json.dumps({"A": a, "B": b}))
@@ -102,7 +113,7 @@ def main() -> None:
         e, close = r[key], r["close_s"] if key == "epochs_s" else 0.0
         return {"warmup": sum(e[:w]), "search": sum(e[w:]) + close, "all": sum(e) + close}[name]
 
-    summary: dict[str, Any] = {"warmup_epochs": w, "search_epochs": n}
+    summary: dict[str, Any] = {"warmup_epochs": w, "search_epochs": n, "set": args.set}
     for key, label in (("epochs_s", ""), ("cpu_s", "_cpu")):
         for name in ("warmup", "search", "all"):
             ratios = [phase(b, name, key) / phase(a, name, key) for a, b in pairs]
