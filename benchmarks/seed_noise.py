@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         row = {
             "lr": lr,
             "epochs": base.budget.epochs,
+            "train_subset": a.train_subset,
+            "set": a.set,
             "seeds": a.seeds,
             "accs": per_arch,
             "pooled_seed_std": round(pooled, 4),
