@@ -27,7 +27,7 @@ Output: one JSON line per row on stdout (and in <out>/rows.jsonl), a last JSON s
 (also <out>/summary.json) and a Pareto plot <out>/pareto.png.
 
     PYTHONPATH=. python benchmarks/search_quality.py --quick        # ≤10 min on 2 cores
-    PYTHONPATH=. python benchmarks/search_quality.py                # full, ≤60 min
+    PYTHONPATH=. python benchmarks/search_quality.py                # full, ~75 min (16-epoch GT)
     PYTHONPATH=. python benchmarks/search_quality.py --variant "zico_init: init.alpha=zico" \
         --variant "zeroshot@0.25,0.5,0.75: strategy=zeroshot"         # methods beside it
     PYTHONPATH=. python benchmarks/search_quality.py --data cifar10 --space cifar \
@@ -61,9 +61,10 @@ if str(ROOT) not in sys.path:
 class Budget:
     """One fixed training budget for every arch trained from scratch."""
 
-    # 8, not 4: after 4 epochs a seed moved accuracy as much as the arch did (two seeds ranked
-    # the archs with τ 0.33, accuracy vs latency ρ 0.16); after 8, τ 0.52 and ρ 0.72
-    epochs: int = 8
+    # 16, not 8: at 8 epochs nets stop mid-learning and a seed moved accuracy almost as much as
+    # the arch did (pooled seed std 3.9-5.2 %, spread/noise 0.9-1.8); the same 24 archs at 16:
+    # seed std 1.7 %, spread/noise 3.0, the two seeds' τ 0.66 — at 2x the ground truth's cost
+    epochs: int = 16
     lr: float = 0.1
     lr_warmup_epochs: float = 0.6  # without it big archs fall apart at lr 0.1
     train_subset: int | None = None
