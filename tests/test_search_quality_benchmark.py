@@ -149,10 +149,9 @@ def test_seed_noise_pools_seeds_per_learning_rate_and_reuses_trainings(tmp_path:
     assert first.returncode == 0, first.stderr[-3000:]
     rows = [json.loads(line) for line in first.stdout.splitlines()]
     assert [r["lr"] for r in rows] == [0.1, 0.05]
-    for r in rows:  # a row says what it was measured under
-        assert r["train_subset"] == 200 and r["epochs"] == 1
-        assert r["set"] == ["data.clutter_train_samples=400", "data.clutter_test_samples=100"]
     for r in rows:
+        assert r["train_subset"] == 200 and r["epochs"] == 1  # what it was measured under
+        assert r["set"] == ["data.clutter_train_samples=400", "data.clutter_test_samples=100"]
         accs = r["accs"]
         assert len(accs) == 2 and all(len(a) == 2 for a in accs)
         within = [(a[0] - a[1]) ** 2 / 2 for a in accs]  # each arch's variance over 2 seeds
