@@ -430,7 +430,7 @@ class _Search:
                 y,
                 self.weight_opt,
                 gen,
-                warm,
+                warm or cfg.schedule.search_paths == "uniform",
                 cfg.optim.label_smoothing,
                 resample=not largest and shift_bin is None,
                 teacher=teacher,

@@ -54,6 +54,7 @@ class SearchOptimConfig(SGDConfig):
 
 
 SAMPLERS = ("uniform", "sandwich")
+SEARCH_PATHS = ("alpha", "uniform")
 
 
 @dataclass
@@ -74,6 +75,11 @@ class ScheduleConfig:
     # same batch (in-place distillation, as BigNAS/OFA), not from the labels; one extra
     # no-grad forward of the largest path per such step.
     distill: bool = False
+    # The path of a search-epoch weight step (sandwich: the steps that are not the largest
+    # path's). alpha: drawn from softmax(α), as the paper (weights follow the archs α
+    # favours). uniform: drawn uniformly, as in warmup, so archs α has left behind keep
+    # their share of training and the supernet still ranks them at the end.
+    search_paths: str = "alpha"
 
 
 WARMUP_SAMPLERS = ("uniform", "shift")
@@ -249,6 +255,11 @@ class SearchConfig:
         if s.sampler not in SAMPLERS:
             raise ConfigError(
                 f"schedule.sampler={s.sampler!r} is not one of: {', '.join(SAMPLERS)}"
+            )
+        if s.search_paths not in SEARCH_PATHS:
+            raise ConfigError(
+                f"schedule.search_paths={s.search_paths!r} is not one of: "
+                f"{', '.join(SEARCH_PATHS)}"
             )
         if s.distill and s.sampler != "sandwich":
             raise ConfigError(
