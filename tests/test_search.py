@@ -238,6 +238,33 @@ def test_distill_teaches_every_other_step_the_largest_paths_predictions(
             assert torch.allclose(teacher.sum(1), torch.ones(len(teacher)))
 
 
+@pytest.mark.parametrize("paths", ["alpha", "uniform"])
+def test_search_paths_sets_how_search_epochs_draw_the_trained_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paths: str
+) -> None:
+    """Warmup steps always draw uniformly; search-epoch steps from softmax(α) (`alpha`) or
+    uniformly too (`uniform`)."""
+    import proxyless.search as search_mod
+
+    uniform_flags: list[bool] = []
+    real = search_mod.weight_step
+
+    def recording(net, x, y, opt, gen, uniform, *args, **kwargs):  # type: ignore[no-untyped-def]
+        uniform_flags.append(uniform)
+        return real(net, x, y, opt, gen, uniform, *args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "weight_step", recording)
+    search(fast_cfg(tmp_path, schedule={"sampler": "uniform", "search_paths": paths}))
+    assert uniform_flags[:4] == [True] * 4  # the warmup epoch
+    assert uniform_flags[4:] == [paths == "uniform"] * 8  # the two search epochs
+
+
+def test_unknown_search_paths_is_named(tmp_path: Path) -> None:
+    message = "schedule.search_paths='random' is not one of: alpha, uniform"
+    with pytest.raises(ConfigError, match=message):
+        fast_cfg(tmp_path, schedule={"search_paths": "random"})
+
+
 def test_distill_needs_the_sandwich_sampler(tmp_path: Path) -> None:
     message = "schedule.distill=true needs schedule.sampler=sandwich"
     with pytest.raises(ConfigError, match=message):
