@@ -99,6 +99,9 @@ class Settings:
     overrides: tuple[str, ...] = ()  # extra Hydra overrides for search and train (data.*, …)
     search_overrides: tuple[str, ...] = ()  # extra Hydra overrides for the searches only
     random_search: bool = True
+    # searches run with seeds first_search_seed … + seeds - 1 (their derived archs train with
+    # the ground truth's seeds): more search seeds against one ground truth, run by run
+    first_search_seed: int = 0
     # label -> (extra search overrides, targets as fractions of the range)
     variants: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = field(default_factory=dict)
     device: str = "auto"
@@ -635,6 +638,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
     gt = stratified_archs(space, lambda a: _cost(table, a), s.k, seed=0)
     gt_dicts = [a.to_dict() for a in gt]
     seeds = list(range(s.seeds))
+    search_seeds = [s.first_search_seed + i for i in range(s.seeds)]
     pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(s.threads,))
     cache_s = str(cache)
 
@@ -654,7 +658,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
     search_futs: dict[tuple, Any] = {}
     random_futs: dict[int, Any] = {}
     for t in s.targets if not gt_only else ():
-        for sd in seeds:
+        for sd in search_seeds:
             rd = out / "search" / f"all_paths_t{t}_s{sd}"
             ranking = gt_dicts if t == mid else None
             extra = [f"hardware.target_frac={t}", "estimator=all_paths"]
@@ -664,20 +668,20 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
     for est in s.estimators if not gt_only else ():
         if est == "all_paths":
             continue
-        for sd in seeds:
+        for sd in search_seeds:
             rd = out / "search" / f"{est}_t{mid}_s{sd}"
             extra = [f"hardware.target_frac={mid}", f"estimator={est}"]
             search_futs[(est, mid, sd)] = pool.submit(search_job, s, sd, str(rd), extra, None)
     for label, (overrides, targets) in s.variants.items() if not gt_only else ():
         for t in targets:
-            for sd in seeds:
+            for sd in search_seeds:
                 rd = out / "search" / f"{label}_t{t}_s{sd}"
                 ranking = gt_dicts if t == mid else None
                 extra = [f"hardware.target_frac={t}", "estimator=all_paths", *overrides]
                 search_futs[(label, t, sd)] = pool.submit(
                     search_job, s, sd, str(rd), extra, ranking
                 )
-    for sd in seeds if s.random_search and not gt_only else ():
+    for sd in search_seeds if s.random_search and not gt_only else ():
         random_futs[sd] = pool.submit(
             random_search_job,
             s,
@@ -860,6 +864,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         "data": s.data,
         "k": s.k,
         "seeds": s.seeds,
+        "first_search_seed": s.first_search_seed,
         "budget": asdict(s.budget),
         "search_budget": asdict(s.search),
         "search_overrides": list(s.search_overrides),
@@ -1105,6 +1110,12 @@ def main(argv: list[str] | None = None) -> None:
         "'zico_init: init.alpha=zico' or 'zeroshot@0.25,0.5,0.75: strategy=zeroshot' "
         "(default target: the middle one)",
     )
+    p.add_argument(
+        "--first-search-seed",
+        type=int,
+        default=0,
+        help="searches use seeds N … N+S-1 (more search seeds against the same ground truth)",
+    )
     p.add_argument("--no-random-search", action="store_true", help="skip that baseline")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -1145,6 +1156,7 @@ def main(argv: list[str] | None = None) -> None:
             setattr(s.search, attr, getattr(a, name))
     s.overrides, s.device, s.threads = tuple(a.set), a.device, a.threads
     s.search_overrides, s.random_search = tuple(a.search_set), not a.no_random_search
+    s.first_search_seed = a.first_search_seed
     mid = s.targets[len(s.targets) // 2]
     s.variants = dict(parse_variant(v, p, (mid,)) for v in a.variant)
     out = Path(a.out)

@@ -258,8 +258,7 @@ class SearchConfig:
             )
         if s.search_paths not in SEARCH_PATHS:
             raise ConfigError(
-                f"schedule.search_paths={s.search_paths!r} is not one of: "
-                f"{', '.join(SEARCH_PATHS)}"
+                f"schedule.search_paths={s.search_paths!r} is not one of: {', '.join(SEARCH_PATHS)}"
             )
         if s.distill and s.sampler != "sandwich":
             raise ConfigError(
