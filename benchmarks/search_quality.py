@@ -392,23 +392,26 @@ def inherited_by_leaf(
 
 
 def _cached(rd: Path, overrides: list[str]) -> dict[str, Any] | None:
-    """The stored result of a finished search run with these overrides (where the run
-    directory is does not matter: runs copied between benchmark outputs are reused); a run
-    with other settings (or an unfinished one) is moved aside, so the search starts afresh."""
-    done = rd / "quality.json"
-    if done.is_file():
-        row = json.loads(done.read_text())
-        if _settings(row.get("overrides") or []) == _settings(overrides):
-            return row
+    """The stored result of a finished search run whose config (its config.yaml, as the run
+    resolved it) has the same result-relevant settings as `overrides` resolve to today:
+    where the run directory is does not matter (runs copied between benchmark outputs are
+    reused), and a run made under another default is not taken for today's. Any other run
+    (or an unfinished one) is moved aside, so the search starts afresh."""
+    import yaml
+
+    from proxyless.search_config import SearchConfig
+    from proxyless.search_state import config_diffs
+
+    done, saved = rd / "quality.json", rd / "config.yaml"
+    if done.is_file() and saved.is_file():
+        wanted = SearchConfig.from_dict(compose("search", overrides)).to_dict()
+        if not config_diffs(yaml.safe_load(saved.read_text()), wanted):
+            return json.loads(done.read_text())
     if rd.exists():
         stale = rd.with_name(f"{rd.name}.stale-{int(time.time())}")
         logging.getLogger("proxyless").warning("%s: settings changed; moved to %s", rd, stale)
         rd.rename(stale)
     return None
-
-
-def _settings(overrides: list[str]) -> list[str]:
-    return [o for o in overrides if not o.startswith("run_dir=")]
 
 
 class PeakRSS:

@@ -370,5 +370,6 @@ def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     out["data"] = {k: v for k, v in cfg["data"].items() if k not in _DATA_RESUMABLE}
     # Runs from before `warmup` existed sampled warmup paths uniformly: its defaults.
     out.setdefault("warmup", dataclasses.asdict(WarmupConfig()))
-    out["schedule"] = {"distill": False, **out["schedule"]}  # runs from before it existed
+    # runs from before these existed
+    out["schedule"] = {"distill": False, "search_paths": "alpha", **out["schedule"]}
     return out

@@ -54,14 +54,26 @@ def test_pooled_accuracy_weights_each_set_by_its_images() -> None:
     assert got == pytest.approx([0.5, 0.25])
 
 
-def test_a_search_with_other_settings_is_moved_aside_not_reused(tmp_path: Path) -> None:
+def test_a_stored_search_is_reused_only_under_the_same_resolved_config(tmp_path: Path) -> None:
+    import yaml
+
+    from proxyless.search_config import SearchConfig
+
     bench = _bench()
     rd = tmp_path / "run"
     rd.mkdir()
-    row = {"overrides": ["a=1", f"run_dir={tmp_path / 'elsewhere'}"], "arch": "x"}
-    (rd / "quality.json").write_text(json.dumps(row))
-    assert bench._cached(rd, ["a=1", f"run_dir={rd}"])["arch"] == "x"  # copied runs count
-    assert bench._cached(rd, ["a=2"]) is None
+    then = ["seed=1", "schedule.search_paths=alpha", f"run_dir={tmp_path / 'elsewhere'}"]
+    cfg = SearchConfig.from_dict(bench.compose("search", then)).to_dict()
+    (rd / "quality.json").write_text(json.dumps({"arch": "x"}))
+    (rd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    copied = ["seed=1", "schedule.search_paths=alpha", f"run_dir={rd}"]
+    assert bench._cached(rd, copied)["arch"] == "x"  # copied runs count
+    # A run from before schedule.search_paths existed drew its paths from α: it stands for
+    # a search with search_paths=alpha, not for one with uniform (whatever the default).
+    del cfg["schedule"]["search_paths"]
+    (rd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert bench._cached(rd, copied)["arch"] == "x"
+    assert bench._cached(rd, ["seed=1", "schedule.search_paths=uniform"]) is None
     assert not rd.exists() and len(list(tmp_path.glob("run.stale-*"))) == 1
 
 
@@ -134,6 +146,19 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
     assert (
         json.loads(again.stdout.splitlines()[-1])["ranking_tau_end"] == summary["ranking_tau_end"]
     )
+    # Other search seeds against the same ground truth: new searches, the same truth.
+    other = subprocess.run(
+        [*cmd, "--first-search-seed", "2", "--no-random-search"],
+        capture_output=True, text=True, env={**os.environ, **env_extra}, timeout=900,
+    )  # fmt: skip
+    assert other.returncode == 0, other.stderr[-3000:]
+    other_rows = [json.loads(line) for line in other.stdout.splitlines()]
+    assert [r for r in other_rows if r["row"] == "ground_truth"] == [
+        r for r in rows if r["row"] == "ground_truth"
+    ]
+    assert sorted(r["seed"] for r in other_rows if r["row"] == "search") == [2, 2, 3, 3]
+    assert (tmp_path / "out" / "search" / "all_paths_t0.5_s3" / "quality.json").is_file()
+    assert other_rows[-1]["first_search_seed"] == 2
 
 
 @pytest.mark.slow
