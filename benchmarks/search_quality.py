@@ -30,6 +30,7 @@ Output: one JSON line per row on stdout (and in <out>/rows.jsonl), a last JSON s
     PYTHONPATH=. python benchmarks/search_quality.py                # full, ~75 min (16-epoch GT)
     PYTHONPATH=. python benchmarks/search_quality.py --variant "zico_init: init.alpha=zico" \
         --variant "zeroshot@0.25,0.5,0.75: strategy=zeroshot"         # methods beside it
+    PYTHONPATH=. python benchmarks/search_quality.py --first-search-seed 2  # more search seeds
     PYTHONPATH=. python benchmarks/search_quality.py --data cifar10 --space cifar \
         --set data.root=/data/cifar --workers 1 --device cuda       # on a GPU
 """
