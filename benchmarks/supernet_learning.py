@@ -8,7 +8,8 @@ sampling rule from everything else.
     PYTHONPATH=. python benchmarks/supernet_learning.py --epochs 3 --train-subset 6000
     # modes: uniform (the search's warmup), fixed (one path: a plain network),
     #        largest_first (largest path for the first epoch, then uniform),
-    #        sandwich (largest path and a uniform path on alternate steps)
+    #        sandwich (largest path and a uniform path on alternate steps),
+#        deep (a full-depth path of uniformly drawn ops and a uniform path on alternate steps)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from proxyless.space import get_space
 from proxyless.steps import weight_step
 from proxyless.supernet import SuperNet
 
-MODES = ("uniform", "fixed", "largest_first", "sandwich")
+MODES = ("uniform", "fixed", "largest_first", "sandwich", "deep")
 
 
 def run(mode: str, a: argparse.Namespace) -> list[float]:
@@ -50,6 +51,8 @@ def run(mode: str, a: argparse.Namespace) -> list[float]:
                 "largest_first": big if epoch == 0 else None,
                 "sandwich": big if step % 2 == 0 else None,
             }.get(mode)
+            if mode == "deep" and step % 2 == 0:
+                fixed = net.deep_path(gen)
             if fixed is not None:
                 net.set_paths(fixed)
             _, logits = weight_step(

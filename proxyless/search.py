@@ -413,13 +413,15 @@ class _Search:
             x = torch.full_like(x, float("nan"))
         lr = lr_at(self.lr_step(), self.parts.total_steps, cfg.optim, self.parts.per_epoch)
         set_lr(self.parts.weight_opt, lr)
-        largest = cfg.schedule.sampler == "sandwich" and step % 2 == 1
+        # sandwich / deep: every other step trains a fixed kind of path (the anchor)
+        anchor = cfg.schedule.sampler != "uniform" and step % 2 == 1
         teacher = None
-        if cfg.schedule.distill and not largest:
+        if cfg.schedule.distill and not anchor:
             teacher = self.teacher(x)
         shift_bin = None  # warmup.sampler=shift: the cost bin this step's path was drawn from
-        if largest:
-            self.net.set_paths(self.net.largest_path())
+        if anchor:
+            deep = cfg.schedule.sampler == "deep"
+            self.net.set_paths(self.net.deep_path(gen) if deep else self.net.largest_path())
         elif warm and self.shift is not None:
             shift_bin, path = self.shift.draw(gen)
             self.net.set_paths(path)
@@ -432,7 +434,7 @@ class _Search:
                 gen,
                 warm or cfg.schedule.search_paths == "uniform",
                 cfg.optim.label_smoothing,
-                resample=not largest and shift_bin is None,
+                resample=not anchor and shift_bin is None,
                 teacher=teacher,
             )
         first_bad = (self.bad_step == 0) & ~torch.isfinite(loss)

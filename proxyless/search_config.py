@@ -53,7 +53,7 @@ class SearchOptimConfig(SGDConfig):
     arch_weight_decay: float = 0.0
 
 
-SAMPLERS = ("uniform", "sandwich")
+SAMPLERS = ("uniform", "sandwich", "deep")
 SEARCH_PATHS = ("alpha", "uniform")
 
 
@@ -67,9 +67,11 @@ class ScheduleConfig:
     arch_every: int = 5
     steps_per_epoch: int | None = None
     # Which path a weight step trains. uniform: one path per step (uniform in warmup, from
-    # softmax(α) in search). sandwich: the largest path on every other step, that path on the
-    # rest, so shared weights learn the task even when single random paths barely do
-    # (benchmarks/supernet_learning.py).
+    # softmax(α) or uniform in search: `search_paths`). sandwich: the largest path on every
+    # other step, that path on the rest, so shared weights learn the task even when single
+    # random paths barely do (benchmarks/supernet_learning.py). deep: every other step a
+    # full-depth path of uniformly drawn ops (no Zero layer) instead of the largest: the same
+    # consistent deep training, without giving the largest op over half of all steps.
     sampler: str = "uniform"
     # sandwich only: the other steps' path learns from the largest path's predictions on the
     # same batch (in-place distillation, as BigNAS/OFA), not from the labels; one extra
