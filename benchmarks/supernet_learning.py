@@ -25,7 +25,7 @@ from proxyless.space import get_space
 from proxyless.steps import weight_step
 from proxyless.supernet import SuperNet
 
-MODES = ("uniform", "fixed", "largest_first", "sandwich", "deep")
+MODES = ("uniform", "fixed", "largest_first", "sandwich", "deep", "cycle")
 
 
 def run(mode: str, a: argparse.Namespace) -> list[float]:
@@ -53,6 +53,9 @@ def run(mode: str, a: argparse.Namespace) -> list[float]:
             }.get(mode)
             if mode == "deep" and step % 2 == 0:
                 fixed = net.deep_path(gen)
+            if mode == "cycle" and step % 2 == 0:
+                c = (step // 2) % 6
+                fixed = [c for _ in net.layers]
             if fixed is not None:
                 net.set_paths(fixed)
             _, logits = weight_step(

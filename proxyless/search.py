@@ -414,9 +414,11 @@ class _Search:
         lr = lr_at(self.lr_step(), self.parts.total_steps, cfg.optim, self.parts.per_epoch)
         set_lr(self.parts.weight_opt, lr)
         # sandwich / deep: every other step trains a fixed kind of path (the anchor)
-        anchor = cfg.schedule.sampler != "uniform" and step % 2 == 1
+        until = cfg.schedule.sandwich_epochs
+        anchoring = cfg.schedule.sampler != "uniform" and (until is None or epoch < until)
+        anchor = anchoring and step % 2 == 1
         teacher = None
-        if cfg.schedule.distill and not anchor:
+        if cfg.schedule.distill and anchoring and not anchor:
             teacher = self.teacher(x)
         shift_bin = None  # warmup.sampler=shift: the cost bin this step's path was drawn from
         if anchor:

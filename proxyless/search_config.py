@@ -82,6 +82,10 @@ class ScheduleConfig:
     # favours). uniform: drawn uniformly, as in warmup, so archs α has left behind keep
     # their share of training and the supernet still ranks them at the end.
     search_paths: str = "alpha"
+    # sandwich / deep: anchor paths only in the first N epochs (warmup included), a drawn
+    # path on every step after that; null: in every epoch. The anchor bootstraps the shared
+    # weights; later, without it, the other candidates get the steps it took.
+    sandwich_epochs: int | None = None
 
 
 WARMUP_SAMPLERS = ("uniform", "shift")
@@ -267,6 +271,11 @@ class SearchConfig:
                 "schedule.distill=true needs schedule.sampler=sandwich (the largest path is "
                 f"the teacher), not {s.sampler!r}"
             )
+        if s.sandwich_epochs is not None and (s.sampler == "uniform" or s.sandwich_epochs < 0):
+            raise ConfigError(
+                f"schedule.sandwich_epochs={s.sandwich_epochs} needs schedule.sampler=sandwich "
+                "or deep and a count >= 0 (null: the anchor path in every epoch)"
+            )
         if s.steps_per_epoch is not None and s.steps_per_epoch < 1:
             raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")
         if self.strategy not in STRATEGIES:
@@ -373,5 +382,6 @@ def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     # Runs from before `warmup` existed sampled warmup paths uniformly: its defaults.
     out.setdefault("warmup", dataclasses.asdict(WarmupConfig()))
     # runs from before these existed
-    out["schedule"] = {"distill": False, "search_paths": "alpha", **out["schedule"]}
+    defaults = {"distill": False, "search_paths": "alpha", "sandwich_epochs": None}
+    out["schedule"] = {**defaults, **out["schedule"]}
     return out

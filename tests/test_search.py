@@ -220,6 +220,27 @@ def test_deep_sampler_trains_a_full_depth_path_of_drawn_ops_on_every_other_step(
     assert any(p != net.largest_path() for p in anchors)
 
 
+def test_sandwich_epochs_limits_the_largest_path_to_the_first_epochs(
+    tmp_path: Path, trained_paths: list[list[int]]
+) -> None:
+    """fast_cfg: 1 warmup + 2 search epochs of 4 steps; sandwich_epochs=1: the largest path
+    on steps 1 and 3 only, drawn paths on every step of the two search epochs."""
+    result = search(fast_cfg(tmp_path, schedule={"sampler": "sandwich", "sandwich_epochs": 1}))
+    largest = result.net.largest_path()
+    assert len(trained_paths) == 12
+    assert trained_paths[0] == largest and trained_paths[2] == largest
+    assert all(path != largest for path in trained_paths[4:])
+
+
+@pytest.mark.parametrize("sampler, epochs", [("uniform", 2), ("sandwich", -1)])
+def test_sandwich_epochs_needs_an_anchor_sampler_and_a_count(
+    tmp_path: Path, sampler: str, epochs: int
+) -> None:
+    message = rf"schedule.sandwich_epochs={epochs} needs schedule.sampler=sandwich or deep"
+    with pytest.raises(ConfigError, match=message):
+        fast_cfg(tmp_path, schedule={"sampler": sampler, "sandwich_epochs": epochs})
+
+
 def test_deep_path_is_uniform_over_the_non_zero_members() -> None:
     net = SuperNet(get_space("tiny"))
     layer = net.layers[1]  # residual: 7 candidates, the last one Zero
