@@ -9,7 +9,8 @@ sampling rule from everything else.
     # modes: uniform (the search's warmup), fixed (one path: a plain network),
     #        largest_first (largest path for the first epoch, then uniform),
     #        sandwich (largest path and a uniform path on alternate steps),
-#        deep (a full-depth path of uniformly drawn ops and a uniform path on alternate steps)
+#        deep (a full-depth path of uniformly drawn ops and a uniform path on alternate steps),
+#        cycle (alternate steps: one op in every layer, cycling through k3_e3 … k7_e6)
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def run(mode: str, a: argparse.Namespace) -> list[float]:
     )
     gen = torch.Generator().manual_seed(0)
     big, first = net.largest_path(), [0] * len(net.layers)
+    non_zero = [
+        [i for i in range(layer.num_candidates) if not layer.is_zero(i)] for layer in net.layers
+    ]
     total, step, accs = a.epochs * len(loader), 0, []
     for epoch in range(a.epochs):
         correct = seen = 0
@@ -54,8 +58,7 @@ def run(mode: str, a: argparse.Namespace) -> list[float]:
             if mode == "deep" and step % 2 == 0:
                 fixed = net.deep_path(gen)
             if mode == "cycle" and step % 2 == 0:
-                c = (step // 2) % 6
-                fixed = [c for _ in net.layers]
+                fixed = [ops[(step // 2) % len(ops)] for ops in non_zero]
             if fixed is not None:
                 net.set_paths(fixed)
             _, logits = weight_step(
