@@ -56,7 +56,7 @@ def run(mode: str, a: argparse.Namespace) -> list[float]:
                 "sandwich": big if step % 2 == 0 else None,
             }.get(mode)
             if mode == "deep" and step % 2 == 0:
-                fixed = net.deep_path(gen)
+                fixed = [ops[int(torch.randint(len(ops), (1,), generator=gen))] for ops in non_zero]
             if mode == "cycle" and step % 2 == 0:
                 fixed = [ops[(step // 2) % len(ops)] for ops in non_zero]
             if fixed is not None:

@@ -67,10 +67,9 @@ class MixedLayer(nn.Module):
         generator: torch.Generator | None = None,
         uniform: bool = False,
         probs: torch.Tensor | None = None,
-        skip_zero: bool = False,
     ) -> int:
         """Draw the active path from softmax(α), or uniformly (warmup), among the members,
-        on the host. `skip_zero` (uniform draws): never Zero, unless Zero is all that is left.
+        on the host.
 
         `probs`: softmax(α) already on the CPU (`SuperNet.sample_paths` copies all layers'
         at once: one host sync per step on a GPU, not one per layer; none in warmup)."""
@@ -80,9 +79,6 @@ class MixedLayer(nn.Module):
                 p = torch.ones(self.num_candidates, dtype=self.alpha.dtype)
                 if mask is not None:
                     p = p * mask.cpu()
-                if skip_zero:
-                    kept = p * torch.tensor([not self.is_zero(i) for i in range(len(p))])
-                    p = kept if kept.sum() > 0 else p
             else:  # probs() gives pruned candidates probability 0
                 p = self.probs().cpu() if probs is None else probs
             self.active = int(torch.multinomial(p, 1, generator=generator))

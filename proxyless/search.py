@@ -413,17 +413,16 @@ class _Search:
             x = torch.full_like(x, float("nan"))
         lr = lr_at(self.lr_step(), self.parts.total_steps, cfg.optim, self.parts.per_epoch)
         set_lr(self.parts.weight_opt, lr)
-        # sandwich / deep: every other step trains a fixed kind of path (the anchor)
+        # sandwich: the largest path on every other step (for `sandwich_epochs` epochs)
         until = cfg.schedule.sandwich_epochs
-        anchoring = cfg.schedule.sampler != "uniform" and (until is None or epoch < until)
-        anchor = anchoring and step % 2 == 1
+        sandwich = cfg.schedule.sampler == "sandwich" and (until is None or epoch < until)
+        largest = sandwich and step % 2 == 1
         teacher = None
-        if cfg.schedule.distill and anchoring and not anchor:
+        if cfg.schedule.distill and sandwich and not largest:
             teacher = self.teacher(x)
         shift_bin = None  # warmup.sampler=shift: the cost bin this step's path was drawn from
-        if anchor:
-            deep = cfg.schedule.sampler == "deep"
-            self.net.set_paths(self.net.deep_path(gen) if deep else self.net.largest_path())
+        if largest:
+            self.net.set_paths(self.net.largest_path())
         elif warm and self.shift is not None:
             shift_bin, path = self.shift.draw(gen)
             self.net.set_paths(path)
@@ -436,7 +435,7 @@ class _Search:
                 gen,
                 warm or cfg.schedule.search_paths == "uniform",
                 cfg.optim.label_smoothing,
-                resample=not anchor and shift_bin is None,
+                resample=not largest and shift_bin is None,
                 teacher=teacher,
             )
         first_bad = (self.bad_step == 0) & ~torch.isfinite(loss)

@@ -53,7 +53,7 @@ class SearchOptimConfig(SGDConfig):
     arch_weight_decay: float = 0.0
 
 
-SAMPLERS = ("uniform", "sandwich", "deep")
+SAMPLERS = ("uniform", "sandwich")
 SEARCH_PATHS = ("alpha", "uniform")
 
 
@@ -69,9 +69,7 @@ class ScheduleConfig:
     # Which path a weight step trains. uniform: one path per step (uniform in warmup, from
     # softmax(α) or uniform in search: `search_paths`). sandwich: the largest path on every
     # other step, that path on the rest, so shared weights learn the task even when single
-    # random paths barely do (benchmarks/supernet_learning.py). deep: every other step a
-    # full-depth path of uniformly drawn ops (no Zero layer) instead of the largest: the same
-    # consistent deep training, without giving the largest op over half of all steps.
+    # random paths barely do (benchmarks/supernet_learning.py).
     sampler: str = "uniform"
     # sandwich only: the other steps' path learns from the largest path's predictions on the
     # same batch (in-place distillation, as BigNAS/OFA), not from the labels; one extra
@@ -82,8 +80,8 @@ class ScheduleConfig:
     # favours). uniform: drawn uniformly, as in warmup, so archs α has left behind keep
     # their share of training and the supernet still ranks them at the end.
     search_paths: str = "alpha"
-    # sandwich / deep: anchor paths only in the first N epochs (warmup included), a drawn
-    # path on every step after that; null: in every epoch. The anchor bootstraps the shared
+    # sandwich: the largest path only in the first N epochs (warmup included), a drawn path
+    # on every step after that; null: in every epoch. The largest path bootstraps the shared
     # weights; later, without it, the other candidates get the steps it took.
     sandwich_epochs: int | None = None
 
@@ -271,10 +269,10 @@ class SearchConfig:
                 "schedule.distill=true needs schedule.sampler=sandwich (the largest path is "
                 f"the teacher), not {s.sampler!r}"
             )
-        if s.sandwich_epochs is not None and (s.sampler == "uniform" or s.sandwich_epochs < 0):
+        if s.sandwich_epochs is not None and (s.sampler != "sandwich" or s.sandwich_epochs < 0):
             raise ConfigError(
                 f"schedule.sandwich_epochs={s.sandwich_epochs} needs schedule.sampler=sandwich "
-                "or deep and a count >= 0 (null: the anchor path in every epoch)"
+                "and a count >= 0 (null: the largest path in every epoch)"
             )
         if s.steps_per_epoch is not None and s.steps_per_epoch < 1:
             raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")

@@ -102,11 +102,6 @@ class SuperNet(nn.Module):
         the path the sandwich sampler trains on every other step."""
         return [layer.largest() for layer in self.layers]
 
-    def deep_path(self, generator: torch.Generator | None = None) -> list[int]:
-        """Per layer a uniformly drawn candidate other than Zero: a full-depth path of mixed
-        ops, the path the `deep` sampler trains on every other step."""
-        return [layer.sample(generator, uniform=True, skip_zero=True) for layer in self.layers]
-
     def active_paths(self) -> list[int]:
         return [layer.active for layer in self.layers]
 

@@ -19,8 +19,6 @@ from proxyless.arch import Arch
 from proxyless.run import load_checkpoint
 from proxyless.search import SearchError, search
 from proxyless.search_config import ConfigError, SearchConfig
-from proxyless.space import get_space
-from proxyless.supernet import SuperNet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -206,20 +204,6 @@ def test_sandwich_sampler_trains_the_largest_path_on_every_other_step(
     assert any(trained[i] != largest for i in range(1, 12, 2))  # sampled on the others
 
 
-def test_deep_sampler_trains_a_full_depth_path_of_drawn_ops_on_every_other_step(
-    tmp_path: Path, trained_paths: list[list[int]]
-) -> None:
-    result = search(fast_cfg(tmp_path, schedule={"sampler": "deep"}))
-    net = result.net
-    zero = [{i for i in range(layer.num_candidates) if layer.is_zero(i)} for layer in net.layers]
-    assert any(zero), "the tiny space has layers with a Zero candidate"
-    anchors = trained_paths[0::2]  # steps 1, 3, 5, …
-    assert len(trained_paths) == 12 and len(anchors) == 6
-    assert all(i not in z for path in anchors for i, z in zip(path, zero, strict=True))
-    assert len({tuple(p) for p in anchors}) > 1  # drawn, not one fixed path
-    assert any(p != net.largest_path() for p in anchors)
-
-
 def test_sandwich_epochs_limits_the_largest_path_to_the_first_epochs(
     tmp_path: Path, trained_paths: list[list[int]]
 ) -> None:
@@ -236,23 +220,9 @@ def test_sandwich_epochs_limits_the_largest_path_to_the_first_epochs(
 def test_sandwich_epochs_needs_an_anchor_sampler_and_a_count(
     tmp_path: Path, sampler: str, epochs: int
 ) -> None:
-    message = rf"schedule.sandwich_epochs={epochs} needs schedule.sampler=sandwich or deep"
+    message = rf"schedule.sandwich_epochs={epochs} needs schedule.sampler=sandwich and"
     with pytest.raises(ConfigError, match=message):
         fast_cfg(tmp_path, schedule={"sampler": sampler, "sandwich_epochs": epochs})
-
-
-def test_deep_path_is_uniform_over_the_non_zero_members() -> None:
-    net = SuperNet(get_space("tiny"))
-    layer = net.layers[1]  # residual: 7 candidates, the last one Zero
-    assert layer.is_zero(6) and not any(layer.is_zero(i) for i in range(6))
-    g = torch.Generator().manual_seed(0)
-    drawn = [net.deep_path(g)[1] for _ in range(700)]
-    assert set(drawn) == set(range(6))
-    assert min(drawn.count(i) for i in range(6)) > 70  # ~117 each
-    layer.restrict([2, 6])
-    assert {net.deep_path(g)[1] for _ in range(50)} == {2}
-    layer.restrict([6])  # only Zero left: a layer still needs a path
-    assert {net.deep_path(g)[1] for _ in range(5)} == {6}
 
 
 def test_distill_teaches_every_other_step_the_largest_paths_predictions(
@@ -330,7 +300,7 @@ def test_negative_heatmap_interval_is_named(tmp_path: Path) -> None:
 
 
 def test_unknown_sampler_is_named(tmp_path: Path) -> None:
-    message = "schedule.sampler='big' is not one of: uniform, sandwich, deep"
+    message = "schedule.sampler='big' is not one of: uniform, sandwich"
     with pytest.raises(ConfigError, match=message):
         fast_cfg(tmp_path, schedule={"sampler": "big"})
 
