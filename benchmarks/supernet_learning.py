@@ -9,8 +9,8 @@ sampling rule from everything else.
     # modes: uniform (the search's warmup), fixed (one path: a plain network),
     #        largest_first (largest path for the first epoch, then uniform),
     #        sandwich (largest path and a uniform path on alternate steps),
-#        deep (a full-depth path of uniformly drawn ops and a uniform path on alternate steps),
-#        cycle (alternate steps: one op in every layer, cycling through k3_e3 … k7_e6)
+    #        deep (a full-depth path of drawn non-Zero ops and a uniform path on alternate
+    #        steps), cycle (alternate steps: one op in every layer, cycling through the ops)
 """
 
 from __future__ import annotations

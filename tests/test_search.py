@@ -217,7 +217,7 @@ def test_sandwich_epochs_limits_the_largest_path_to_the_first_epochs(
 
 
 @pytest.mark.parametrize("sampler, epochs", [("uniform", 2), ("sandwich", -1)])
-def test_sandwich_epochs_needs_an_anchor_sampler_and_a_count(
+def test_sandwich_epochs_needs_the_sandwich_sampler_and_a_count(
     tmp_path: Path, sampler: str, epochs: int
 ) -> None:
     message = rf"schedule.sandwich_epochs={epochs} needs schedule.sampler=sandwich and"
