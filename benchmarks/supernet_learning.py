@@ -35,7 +35,7 @@ def run(mode: str, a: argparse.Namespace) -> list[float]:
     )
     loader = build_loaders(build_datasets(cfg), cfg).train
     torch.manual_seed(0)
-    net = SuperNet(get_space(a.space))
+    net = SuperNet(get_space(a.space), weight_sharing=a.weight_sharing)
     opt = torch.optim.SGD(
         net.weight_parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=4e-5
     )
@@ -80,12 +80,18 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--weight-sharing", default="separate", choices=("separate", "nested"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     for mode in a.modes:
         t0 = time.time()
         accs = run(mode, a)
-        row = {"mode": mode, "train_acc_per_epoch": accs, "seconds": time.time() - t0}
+        row = {
+            "mode": mode,
+            "weight_sharing": a.weight_sharing,
+            "train_acc_per_epoch": accs,
+            "seconds": time.time() - t0,
+        }
         print(json.dumps(row), flush=True)
 
 

@@ -52,7 +52,7 @@ def dissimilarity(
     The network is left exactly as it was (weights, α, `.grad`, BN statistics, paths)."""
     layer = net.layers[layer_index]
     members = layer.members()
-    own = {id(p) for p in layer.candidates.parameters()}
+    own = {id(p) for p in layer.op_parameters()}
     params = [p for p in net.weight_parameters() if id(p) not in own and p.requires_grad]
     total = torch.zeros(len(members), len(members), dtype=torch.float64)
     count = 0

@@ -11,20 +11,48 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .nested import NestedMBConvWeights, materialized_state
 from .ops import Zero
 from .plan import build_op, candidate_part
 from .space import LayerSpec
 
+WEIGHT_SHARING = ("separate", "nested")
+
 
 class MixedLayer(nn.Module):
-    """Candidates + α for one layer; `forward` runs only the active candidate (+ residual)."""
+    """Candidates + α for one layer; `forward` runs only the active candidate (+ residual).
 
-    def __init__(self, spec: LayerSpec, alpha_init_std: float = 1e-3) -> None:
+    `weight_sharing`: separate (the paper: each candidate its own weights) or nested (the
+    candidates' convolutions are slices of the largest one's, `proxyless.nested`)."""
+
+    def __init__(
+        self, spec: LayerSpec, alpha_init_std: float = 1e-3, weight_sharing: str = "separate"
+    ) -> None:
         super().__init__()
+        if weight_sharing not in WEIGHT_SHARING:
+            raise ValueError(
+                f"weight_sharing must be one of {WEIGHT_SHARING}, got {weight_sharing!r}"
+            )
         self.spec = spec
         self.residual = spec.residual
         parts = [candidate_part(spec, op) for op in spec.candidates]
-        self.candidates = nn.ModuleList(Zero() if p is None else build_op(p.key) for p in parts)
+        keys = [p.key for p in parts if p is not None]
+        self.shared: NestedMBConvWeights | None = None
+        if weight_sharing == "nested" and keys:
+            self.shared = NestedMBConvWeights(
+                spec.in_channels,
+                spec.out_channels,
+                [k.kernel for k in keys],
+                [k.expand for k in keys],
+            )
+        self.candidates = nn.ModuleList(
+            Zero()
+            if p is None
+            else build_op(p.key)
+            if self.shared is None
+            else self.shared.candidate(p.key.kernel, p.key.expand, p.key.stride)
+            for p in parts
+        )
         self.alpha = nn.Parameter(torch.randn(len(spec.candidates)) * alpha_init_std)
         self.active = 0
 
@@ -92,6 +120,16 @@ class MixedLayer(nn.Module):
             for i, op in enumerate(self.spec.candidates)
         ]
         return max(range(len(sizes)), key=sizes.__getitem__)
+
+    def op_parameters(self) -> list[nn.Parameter]:
+        """The weights of this layer's candidates (nested: the shared ones), α excluded."""
+        shared = [] if self.shared is None else list(self.shared.parameters())
+        return [*self.candidates.parameters(), *shared]
+
+    def candidate_state(self, index: int) -> dict[str, torch.Tensor]:
+        """Candidate `index`'s weights as a plain op of its shape holds them (nested: the
+        slices copied out)."""
+        return materialized_state(self.candidates[index])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_zero(self.active):

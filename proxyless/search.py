@@ -158,7 +158,7 @@ def _finished_result(summary: dict[str, Any], run: RunDir) -> SearchResult:
     if summary.get("strategy") == "zeroshot":
         return SearchResult(summary, arch, None, run.path)
     state = ckpt.load(run.checkpoint)
-    net = SuperNet(arch.space)
+    net = SuperNet(arch.space, weight_sharing=SuperNet.weight_sharing_of(state["net"]))
     net.load_state_dict(state["net"])
     costs = state["costs"]
     net.set_costs(costs["per_layer"], costs["fixed"])

@@ -14,6 +14,7 @@ from latency.config_dict import ConfigError, from_dict
 
 from .data import DataConfig
 from .hardware import HardwareConfig
+from .mixed_op import WEIGHT_SHARING
 from .objective import ObjectiveConfig
 from .run import HOST_MEMORY, MEMORY_FORMATS, PRECISIONS, SGDConfig
 
@@ -29,6 +30,9 @@ class SpaceConfig:
     width_mult: float = 1.0
     dropout: float = 0.0
     alpha_init_std: float = 1e-3
+    # separate: each candidate its own weights (the paper) | nested: a layer's candidates are
+    # slices of its largest one (proxyless.nested)
+    weight_sharing: str = "separate"
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -274,6 +278,11 @@ class SearchConfig:
                 f"schedule.sandwich_epochs={s.sandwich_epochs} needs schedule.sampler=sandwich "
                 "and a count >= 0 (null: the largest path in every epoch)"
             )
+        if self.space.weight_sharing not in WEIGHT_SHARING:
+            raise ConfigError(
+                f"space.weight_sharing={self.space.weight_sharing!r} is not one of: "
+                f"{', '.join(WEIGHT_SHARING)}"
+            )
         if s.steps_per_epoch is not None and s.steps_per_epoch < 1:
             raise ConfigError(f"schedule.steps_per_epoch={s.steps_per_epoch} must be >= 1")
         if self.strategy not in STRATEGIES:
@@ -382,4 +391,5 @@ def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     # runs from before these existed
     defaults = {"distill": False, "search_paths": "alpha", "sandwich_epochs": None}
     out["schedule"] = {**defaults, **out["schedule"]}
+    out["space"] = {"weight_sharing": "separate", **out["space"]}
     return out

@@ -101,7 +101,9 @@ def build_parts(
     space = build_space(cfg, splits)
     hardware = Hardware.resolve(space, cfg.hardware, cfg.objective, ctx, saved_costs)
     memory_format = resolve_memory_format(cfg.memory_format, ctx.device, cfg.precision)
-    net = SuperNet(space, cfg.space.alpha_init_std).to(ctx.device, memory_format=memory_format)
+    net = SuperNet(space, cfg.space.alpha_init_std, cfg.space.weight_sharing).to(
+        ctx.device, memory_format=memory_format
+    )
     net.set_costs(hardware.costs.per_layer, hardware.costs.fixed)
     estimator = ESTIMATORS.build(cfg.estimator.name, **cfg.estimator.kwargs)
     sch = cfg.schedule

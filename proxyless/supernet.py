@@ -30,11 +30,16 @@ from .space import SearchSpace
 
 
 class SuperNet(nn.Module):
-    def __init__(self, space: SearchSpace, alpha_init_std: float = 1e-3) -> None:
+    def __init__(
+        self, space: SearchSpace, alpha_init_std: float = 1e-3, weight_sharing: str = "separate"
+    ) -> None:
         super().__init__()
         self.space = space
+        self.weight_sharing = weight_sharing
         self.stem, self.first, self.head = build_fixed(space)
-        self.layers = nn.ModuleList(MixedLayer(s, alpha_init_std) for s in space.layers())
+        self.layers = nn.ModuleList(
+            MixedLayer(s, alpha_init_std, weight_sharing) for s in space.layers()
+        )
         self._costs: list[torch.Tensor] | None = None
         self._fixed_cost = 0.0
 
@@ -43,6 +48,13 @@ class SuperNet(nn.Module):
         for layer in self.layers:
             x = layer(x) if estimator is None else estimator.forward(layer, x)
         return self.head(x)
+
+    @staticmethod
+    def weight_sharing_of(state_dict: dict[str, torch.Tensor]) -> str:
+        """How the supernet that saved `state_dict` held its weights (a nested layer saves
+        `layers.<i>.shared.*`), so a checkpoint rebuilds without its config."""
+        nested = any(k.startswith("layers.") and ".shared." in k for k in state_dict)
+        return "nested" if nested else "separate"
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[no-untyped-def, override]
         """Also a pruned supernet's state (prune.keep, a GM sub-supernet): its layers'
@@ -183,5 +195,5 @@ class SuperNet(nn.Module):
         for name in ("stem", "first", "head"):
             getattr(net, name).load_state_dict(getattr(self, name).state_dict())
         for block, li in zip(net.blocks, net.layer_index, strict=True):
-            block.op.load_state_dict(self.layers[li].candidates[idx[li]].state_dict())
+            block.op.load_state_dict(self.layers[li].candidate_state(idx[li]))
         return net

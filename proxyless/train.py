@@ -162,7 +162,7 @@ def build_model(arch: Arch, from_search: str | Path | None = None) -> nn.Module:
     state = load_checkpoint(from_search, kind=SEARCH_KIND)
     if "net" not in state:
         raise CheckpointError(f"search checkpoint {from_search} holds no 'net' state dict")
-    supernet = SuperNet(arch.space)
+    supernet = SuperNet(arch.space, weight_sharing=SuperNet.weight_sharing_of(state["net"]))
     try:
         supernet.load_state_dict(state["net"])
     except RuntimeError as e:
