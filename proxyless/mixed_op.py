@@ -16,14 +16,15 @@ from .ops import Zero
 from .plan import build_op, candidate_part
 from .space import LayerSpec
 
-WEIGHT_SHARING = ("separate", "nested")
+WEIGHT_SHARING = ("separate", "kernels", "nested")
 
 
 class MixedLayer(nn.Module):
     """Candidates + α for one layer; `forward` runs only the active candidate (+ residual).
 
-    `weight_sharing`: separate (the paper: each candidate its own weights) or nested (the
-    candidates' convolutions are slices of the largest one's, `proxyless.nested`)."""
+    `weight_sharing`: separate (the paper: each candidate its own weights), kernels (the
+    candidates of one expansion slice the largest kernel of that expansion) or nested (every
+    candidate slices the layer's largest op); `proxyless.nested`."""
 
     def __init__(
         self, spec: LayerSpec, alpha_init_std: float = 1e-3, weight_sharing: str = "separate"
@@ -37,20 +38,25 @@ class MixedLayer(nn.Module):
         self.residual = spec.residual
         parts = [candidate_part(spec, op) for op in spec.candidates]
         keys = [p.key for p in parts if p is not None]
-        self.shared: NestedMBConvWeights | None = None
-        if weight_sharing == "nested" and keys:
-            self.shared = NestedMBConvWeights(
-                spec.in_channels,
-                spec.out_channels,
-                [k.kernel for k in keys],
-                [k.expand for k in keys],
-            )
+        group = {"separate": None, "kernels": lambda k: f"e{k.expand}", "nested": lambda k: "all"}
+        group_of = group[weight_sharing]
+        # the weights each group of candidates slices (empty: separate weights)
+        self.shared = nn.ModuleDict()
+        if group_of is not None:
+            for g in dict.fromkeys(group_of(k) for k in keys):
+                members = [k for k in keys if group_of(k) == g]
+                self.shared[g] = NestedMBConvWeights(
+                    spec.in_channels,
+                    spec.out_channels,
+                    [k.kernel for k in members],
+                    [k.expand for k in members],
+                )
         self.candidates = nn.ModuleList(
             Zero()
             if p is None
             else build_op(p.key)
-            if self.shared is None
-            else self.shared.candidate(p.key.kernel, p.key.expand, p.key.stride)
+            if group_of is None
+            else self.shared[group_of(p.key)].candidate(p.key.kernel, p.key.expand, p.key.stride)
             for p in parts
         )
         self.alpha = nn.Parameter(torch.randn(len(spec.candidates)) * alpha_init_std)
@@ -122,9 +128,8 @@ class MixedLayer(nn.Module):
         return max(range(len(sizes)), key=sizes.__getitem__)
 
     def op_parameters(self) -> list[nn.Parameter]:
-        """The weights of this layer's candidates (nested: the shared ones), α excluded."""
-        shared = [] if self.shared is None else list(self.shared.parameters())
-        return [*self.candidates.parameters(), *shared]
+        """The weights of this layer's candidates (with shared ones), α excluded."""
+        return [*self.candidates.parameters(), *self.shared.parameters()]
 
     def candidate_state(self, index: int) -> dict[str, torch.Tensor]:
         """Candidate `index`'s weights as a plain op of its shape holds them (nested: the

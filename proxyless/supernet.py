@@ -51,10 +51,15 @@ class SuperNet(nn.Module):
 
     @staticmethod
     def weight_sharing_of(state_dict: dict[str, torch.Tensor]) -> str:
-        """How the supernet that saved `state_dict` held its weights (a nested layer saves
-        `layers.<i>.shared.*`), so a checkpoint rebuilds without its config."""
-        nested = any(k.startswith("layers.") and ".shared." in k for k in state_dict)
-        return "nested" if nested else "separate"
+        """How the supernet that saved `state_dict` held its weights (shared weights are
+        saved as `layers.<i>.shared.<group>.*`: group `all` when nested, `e<expansion>` when
+        only kernels are), so a checkpoint rebuilds without its config."""
+        groups = {
+            k.split(".")[3] for k in state_dict if k.startswith("layers.") and ".shared." in k
+        }
+        if not groups:
+            return "separate"
+        return "nested" if "all" in groups else "kernels"
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[no-untyped-def, override]
         """Also a pruned supernet's state (prune.keep, a GM sub-supernet): its layers'

@@ -9,11 +9,11 @@ from proxyless.space import get_space
 from proxyless.supernet import SuperNet
 
 
-def _layer(residual: bool) -> MixedLayer:
+def _layer(residual: bool, weight_sharing: str = "separate") -> MixedLayer:
     torch.manual_seed(0)
     layers = get_space("tiny").layers()
     spec = next(layer for layer in layers if layer.residual == residual)
-    layer = MixedLayer(spec)
+    layer = MixedLayer(spec, weight_sharing=weight_sharing)
     with torch.no_grad():
         layer.alpha.normal_(0, 0.5)
     for p in layer.parameters():
@@ -30,8 +30,11 @@ def _linear_loss_grad(layer, estimator, x, w):
 
 @pytest.mark.parametrize("residual", [True, False])
 @pytest.mark.parametrize("train_mode", [True, False])
-def test_all_paths_equals_exact_mixture_gradient_for_every_active_path(residual, train_mode):
-    layer = _layer(residual)
+@pytest.mark.parametrize("weight_sharing", ["separate", "nested"])
+def test_all_paths_equals_exact_mixture_gradient_for_every_active_path(
+    residual, train_mode, weight_sharing
+):
+    layer = _layer(residual, weight_sharing)
     if not train_mode:  # BatchNorm on running statistics: the re-runs must fold those instead
         layer.train()
         for _ in range(3):

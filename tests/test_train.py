@@ -103,11 +103,12 @@ def test_resume_equals_uninterrupted(arch_file: Path, tmp_path: Path) -> None:
         assert ra["test"] == rb["test"] and ra["train_loss"] == rb["train_loss"]
 
 
-def test_inherited_weights_give_the_supernet_outputs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("weight_sharing", ["separate", "nested"])
+def test_inherited_weights_give_the_supernet_outputs(tmp_path: Path, weight_sharing: str) -> None:
     arch = last_arch()
     assert any(op.is_zero for op in arch.ops)
     torch.manual_seed(0)
-    supernet = SuperNet(arch.space)
+    supernet = SuperNet(arch.space, weight_sharing=weight_sharing)
     supernet.set_paths(supernet.arch_indices(arch))
     supernet.train()
     with torch.no_grad():  # non-trivial BN statistics
