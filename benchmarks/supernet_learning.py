@@ -11,6 +11,8 @@ sampling rule from everything else.
     #        sandwich (largest path and a uniform path on alternate steps),
     #        deep (a full-depth path of drawn non-Zero ops and a uniform path on alternate
     #        steps), cycle (alternate steps: one op in every layer, cycling through the ops)
+    # --weight-sharing separate | kernels | nested: how the supernet's candidates hold their
+    #        weights (proxyless/nested.py)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 import torch
 
 from proxyless.data import DataConfig, build_datasets, build_loaders
+from proxyless.mixed_op import WEIGHT_SHARING
 from proxyless.space import get_space
 from proxyless.steps import weight_step
 from proxyless.supernet import SuperNet
@@ -80,7 +83,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--weight-sharing", default="separate", choices=("separate", "nested"))
+    p.add_argument("--weight-sharing", default="separate", choices=WEIGHT_SHARING)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     for mode in a.modes:

@@ -7,7 +7,9 @@ the sandwich rule) learns — so every inherited accuracy, and α, says "how clo
 largest path" (benchmarks/search_quality.py). With nested weights (Single-Path NAS, Stamoulis
 et al. 2019; OFA's elastic kernel and width, Cai et al. 2020) a k×k kernel is the centre of
 the largest kernel and an expansion e uses the first `in·e` hidden channels, so every step
-that trains any candidate trains the weights all of them use.
+that trains any candidate trains the weights all of them use. `kernels` nests only the
+kernels, within each expansion (OFA's elastic kernel alone): candidates of different widths
+keep their own weights.
 
 Each candidate stays an `MBConv` with its own BatchNorms (statistics differ per candidate),
 whose convolutions read their weight as a slice of the layer's `NestedMBConvWeights`; the

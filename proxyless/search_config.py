@@ -30,8 +30,9 @@ class SpaceConfig:
     width_mult: float = 1.0
     dropout: float = 0.0
     alpha_init_std: float = 1e-3
-    # separate: each candidate its own weights (the paper) | nested: a layer's candidates are
-    # slices of its largest one (proxyless.nested)
+    # separate: each candidate its own weights (the paper) | kernels: per expansion, smaller
+    # kernels are the centre of the largest | nested: a layer's candidates are slices of its
+    # largest one (proxyless.nested)
     weight_sharing: str = "separate"
     overrides: dict[str, Any] = field(default_factory=dict)
 
