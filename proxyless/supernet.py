@@ -35,7 +35,6 @@ class SuperNet(nn.Module):
     ) -> None:
         super().__init__()
         self.space = space
-        self.weight_sharing = weight_sharing
         self.stem, self.first, self.head = build_fixed(space)
         self.layers = nn.ModuleList(
             MixedLayer(s, alpha_init_std, weight_sharing) for s in space.layers()
