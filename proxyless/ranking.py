@@ -9,6 +9,9 @@ that ranks archs (zero-shot proxies, split supernets).
 - `stratified_archs`: archs spread evenly over a space's cost range, so a ranking covers
   cheap and expensive archs alike.
 - `kendall_tau` / `spearman_rho`, `percentile_at_cost`, `pareto_front` / `front_at`.
+- `residual_seed_std`, `percentile_ceiling`: what percentile the best random arch near a
+  cost would itself score if it were trained again — how much of a percentile target the
+  ground truth's own seed noise leaves measurable.
 """
 
 from __future__ import annotations
@@ -184,6 +187,66 @@ def percentile_at_cost(
         "percentile": 100.0 * below / len(peers),
         "vs_median": acc - float(np.median(peers)),
         "vs_best": acc - max(peers),
+    }
+
+
+def residual_seed_std(acc: np.ndarray) -> float | None:
+    """The seed std of one arch's accuracy once each seed's offset shared by all archs is
+    removed (all archs of one seed see the same data order): the noise a comparison between
+    archs trained with the same seeds meets. `acc`: archs x seeds; None with one seed."""
+    acc = np.asarray(acc, dtype=float)
+    if acc.ndim != 2 or acc.shape[1] < 2:
+        return None
+    centred = acc - acc.mean(axis=1, keepdims=True)
+    residual = centred - centred.mean(axis=0, keepdims=True)
+    dof = max(1, (acc.shape[0] - 1) * (acc.shape[1] - 1))
+    return float(np.sqrt((residual**2).sum() / dof))
+
+
+def percentile_ceiling(
+    cost: float,
+    cloud: Sequence[tuple[float, Sequence[float]]],
+    seed_std: float,
+    tol: float = 0.05,
+) -> dict[str, Any]:
+    """The percentile that the best of the cloud's archs within ±tol of `cost` would score
+    among the others if it were trained again with the same seeds — the figure a search
+    scores when it finds an arch exactly as good as the best random one there.
+
+    `cloud`: (cost, per-seed accuracies) of each random arch; `seed_std`: the ground
+    truth's residual seed std (one seed, the per-seed offset shared by all archs removed).
+    Two estimates:
+    - `retrained_best`: the best arch by mean re-measured with Gaussian noise: its new
+      S-seed mean minus its stored one has std seed_std·sqrt(2/S), so it beats a peer of
+      mean m with probability Φ((m_best − m)/(seed_std·sqrt(2/S))); optimistic, because the
+      best stored mean is also the luckiest (winner's curse).
+    - `split_seed`: no model: pick the best arch by one seed's accuracies, score it by
+      another seed's among the others; the mean over ordered seed pairs (None with 1 seed).
+      Pessimistic: a pick from one seed is noisier than one from S.
+    Both None with fewer than 2 archs in the window (no peer to beat)."""
+    window = [np.asarray(a, dtype=float) for c, a in cloud if abs(c - cost) <= tol * cost]
+    if len(window) < 2:
+        return {"n_peers": 0, "retrained_best": None, "split_seed": None}
+    accs = np.stack(window)  # archs x seeds
+    n_seeds = accs.shape[1]
+    means = accs.mean(axis=1)
+    best = int(means.argmax())
+    gaps = np.delete(means[best] - means, best)
+    scale = seed_std * np.sqrt(2.0 / n_seeds)
+    beats = stats.norm.cdf(gaps / scale) if scale > 0 else (gaps > 0) + 0.5 * (gaps == 0)
+    split = []
+    for pick_seed in range(n_seeds):
+        for score_seed in range(n_seeds):
+            if pick_seed == score_seed:
+                continue
+            pick = int(accs[:, pick_seed].argmax())
+            scored = accs[:, score_seed]
+            others = np.delete(scored, pick)
+            split.append(np.mean((others < scored[pick]) + 0.5 * (others == scored[pick])))
+    return {
+        "n_peers": len(window) - 1,
+        "retrained_best": 100.0 * float(np.mean(beats)),
+        "split_seed": 100.0 * float(np.mean(split)) if split else None,
     }
 
 

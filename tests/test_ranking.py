@@ -15,6 +15,8 @@ from proxyless.ranking import (
     kendall_tau,
     pareto_front,
     percentile_at_cost,
+    percentile_ceiling,
+    residual_seed_std,
     spearman_rho,
     stratified_archs,
 )
@@ -115,6 +117,35 @@ def test_percentile_at_cost_counts_peers_within_tolerance() -> None:
     assert r["vs_median"] == pytest.approx(0.7 - 0.65)
     assert r["vs_best"] == pytest.approx(0.7 - 0.8)
     assert percentile_at_cost(200, 0.7, cloud)["percentile"] is None
+
+
+def test_residual_seed_std_removes_the_offset_each_seed_shares() -> None:
+    # seed 1 is 0.1 lower for every arch: that offset is no noise between archs
+    assert residual_seed_std([[0.8, 0.7], [0.9, 0.8], [0.6, 0.5]]) == pytest.approx(0.0)
+    # the archs swap places: residuals ±0.05, 4 of them over (2-1)·(2-1) degrees of freedom
+    assert residual_seed_std([[0.8, 0.7], [0.7, 0.8]]) == pytest.approx(0.1)
+    assert residual_seed_std([[0.8], [0.7]]) is None
+
+
+def test_percentile_ceiling_retrained_best_and_split_seed() -> None:
+    # within ±5 % of 100: A (mean 0.85), B (0.75), C (0.80); 130 is outside
+    cloud = [(100, [0.9, 0.8]), (101, [0.8, 0.7]), (99, [0.7, 0.9]), (130, [0.99, 0.99])]
+    r = percentile_ceiling(100, cloud, seed_std=0.05)
+    assert r["n_peers"] == 2
+    # A re-measured: new minus stored mean has std 0.05·sqrt(2/2) = 0.05; gaps 0.10 and 0.05
+    assert r["retrained_best"] == pytest.approx(100 * (0.977250 + 0.841345) / 2, abs=1e-3)
+    # seed 0 picks A (0.9), scored on seed 1 (0.8 vs 0.7, 0.9): 50 %; seed 1 picks C (0.9),
+    # scored on seed 0 (0.7 vs 0.9, 0.8): 0 %
+    assert r["split_seed"] == pytest.approx(25.0)
+    assert percentile_ceiling(100, cloud, seed_std=0.0)["retrained_best"] == 100.0
+
+
+def test_percentile_ceiling_needs_a_peer_and_two_seeds_for_the_split() -> None:
+    alone = percentile_ceiling(100, [(100, [0.8, 0.7]), (200, [0.9, 0.9])], seed_std=0.02)
+    assert alone == {"n_peers": 0, "retrained_best": None, "split_seed": None}
+    one_seed = percentile_ceiling(100, [(100, [0.8]), (101, [0.7])], seed_std=0.02)
+    assert one_seed["split_seed"] is None
+    assert one_seed["retrained_best"] > 50.0
 
 
 def test_pareto_front_and_interpolation() -> None:

@@ -77,6 +77,31 @@ def test_a_stored_search_is_reused_only_under_the_same_resolved_config(tmp_path:
     assert not rd.exists() and len(list(tmp_path.glob("run.stale-*"))) == 1
 
 
+def test_percentile_ceiling_script_reads_stored_rows(tmp_path: Path) -> None:
+    gt = [(100, [0.9, 0.8]), (101, [0.8, 0.7]), (99, [0.7, 0.9]), (130, [0.99, 0.99])]
+    rows = [{"row": "ground_truth", "cost": c, "acc_seeds": a} for c, a in gt]
+    search = {"row": "search", "target_frac": 0.5, "cost": 100.0, "percentile": 50.0}
+    rows += [
+        {**search, "estimator": "all_paths", "variant": None, "seed": 0},
+        {**search, "estimator": None, "variant": "v", "seed": 0, "percentile": 0.0},
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = [sys.executable, str(REPO / "benchmarks" / "percentile_ceiling.py"), str(path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (line,) = [json.loads(x) for x in done.stdout.splitlines()]
+    assert line["percentile"] == 50.0 and line["searches"] == 1 and line["peers"] == [3]
+    assert line["ceiling_split_seed"] == pytest.approx(25.0)  # as in tests/test_ranking.py
+    # residual seed std of the 4 archs: the ceiling of the best of the window under it
+    assert 50.0 < line["ceiling_retrained_best"] < 100.0
+    variant = subprocess.run([*cmd, "--variant", "v"], capture_output=True, text=True)
+    assert json.loads(variant.stdout)["percentile"] == 0.0
+    path.write_text("not json\n")
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "not a search_quality rows file" in bad.stderr
+
+
 def test_peak_rss_sees_memory_taken_inside_the_block() -> None:
     bench = _bench()
     with bench.PeakRSS() as before:
@@ -124,6 +149,10 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
     ):
         assert key in summary, key
     assert len(summary["searched_percentile"]) == 1
+    # what the best random arch near each searched arch would score if trained again
+    assert len(summary["searched_percentile_ceiling"]) == 1
+    for r in (r for r in rows if r["row"] == "search" and r["n_peers"] >= 2):
+        assert 0.0 <= r["percentile_ceiling"] <= 100.0
     zs = summary["variants"]["zs"]
     assert zs["targets"] == [0.5] and len(zs["percentile"]) == 1
     assert zs["ranking_tau_end"] is None  # zero-shot: no supernet to rank with
