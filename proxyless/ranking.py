@@ -210,8 +210,9 @@ def percentile_ceiling(
     tol: float = 0.05,
 ) -> dict[str, Any]:
     """The percentile that the best of the cloud's archs within ±tol of `cost` would score
-    among the others if it were trained again with the same seeds — the figure a search
-    scores when it finds an arch exactly as good as the best random one there.
+    among the others if it were trained again with the same seeds — about the figure a search
+    scores when it finds an arch exactly as good as the best random one there (a little more:
+    the searched arch also has that best one among its peers).
 
     `cloud`: (cost, per-seed accuracies) of each random arch; `seed_std`: the ground
     truth's residual seed std (one seed, the per-seed offset shared by all archs removed).
