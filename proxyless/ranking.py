@@ -173,12 +173,17 @@ def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float:
     return float(stats.spearmanr(a, b).statistic)
 
 
+def _near(cost: float, cloud: Sequence[tuple[float, Any]], tol: float) -> list[Any]:
+    """The values of the cloud's points whose cost is within ±tol (a fraction) of `cost`."""
+    return [v for c, v in cloud if abs(c - cost) <= tol * cost]
+
+
 def percentile_at_cost(
     cost: float, acc: float, cloud: Sequence[tuple[float, float]], tol: float = 0.05
 ) -> dict[str, Any]:
     """Where `acc` falls among the cloud's archs whose cost is within ±tol of `cost`:
     percentile (share below, ties count half), and acc minus their median and their best."""
-    peers = [a for c, a in cloud if abs(c - cost) <= tol * cost]
+    peers = _near(cost, cloud, tol)
     if not peers:
         return {"n_peers": 0, "percentile": None, "vs_median": None, "vs_best": None}
     below = sum(a < acc for a in peers) + 0.5 * sum(a == acc for a in peers)
@@ -225,7 +230,7 @@ def percentile_ceiling(
       another seed's among the others; the mean over ordered seed pairs (None with 1 seed).
       Pessimistic: a pick from one seed is noisier than one from S.
     Both None with fewer than 2 archs in the window (no peer to beat)."""
-    window = [np.asarray(a, dtype=float) for c, a in cloud if abs(c - cost) <= tol * cost]
+    window = [np.asarray(a, dtype=float) for a in _near(cost, cloud, tol)]
     if len(window) < 2:
         return {"n_peers": 0, "retrained_best": None, "split_seed": None}
     accs = np.stack(window)  # archs x seeds
