@@ -793,6 +793,8 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         }
         row["entropy"] = res.get("entropy")
         row["derived_cost_per_epoch"] = res.get("derived_cost")
+        if m.get("derive_candidates"):  # derive.candidates > 1: the archs it chose among
+            row["derive_candidates"] = m["derive_candidates"]
         for phase in ("warmup", "end"):
             if f"inherited_{phase}" in res:
                 inh = res[f"inherited_{phase}"]

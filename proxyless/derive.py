@@ -32,55 +32,75 @@ def most_probable_within(
     equals), or the cheapest arch if all are over it — the caller always gets an arch and
     can report the miss.
     """
+    return most_probable_archs_within(log_probs, costs, fixed, low, high, 1)[0]
+
+
+def most_probable_archs_within(
+    log_probs: Sequence[Sequence[float]],
+    costs: Sequence[Sequence[float]],
+    fixed: float,
+    low: float,
+    high: float,
+    count: int,
+) -> list[list[int]]:
+    """The `count` most probable archs within [low, high], most probable first (fewer when
+    fewer fit; one fallback arch, as in `most_probable_within`, when none fits).
+
+    Why more than one: α's ranking of near-equal archs is the least reliable thing a search
+    learns, so a caller can let another judge (inherited accuracy) pick among the few archs
+    α rates almost alike. A k-best knapsack: every cost bin keeps its `count` best partial
+    archs instead of one, so the answer is exact on the bin grid, as for one arch.
+    """
     if len(log_probs) != len(costs):
         raise ValueError(f"{len(log_probs)} layers of probabilities but {len(costs)} of costs")
     if not 0 <= low <= high:
         raise ValueError(f"need 0 <= low <= high, got [{low}, {high}]")
+    if count < 1:
+        raise ValueError(f"count={count} must be >= 1")
     if fixed < 0 or any(min(c) < 0 for c in costs):
         raise ValueError("costs must be >= 0 (a calibrated table with a negative offset?)")
     width = max(high, 1e-12) / BINS
     n_bins = BINS + 1  # bin b holds partial costs in [b·width, (b+1)·width); above high: dropped
-    start = int(fixed / width)
-    if start >= n_bins:  # the fixed part alone is over the window
-        return _cheapest(log_probs, costs)
-    # Per bin: best Σ log p so far, its exact cost; per layer a back-pointer table.
-    best = np.full(n_bins, -np.inf)
-    exact = np.zeros(n_bins)
-    best[start], exact[start] = 0.0, fixed
-    back: list[np.ndarray] = []
+    if int(fixed / width) >= n_bins:  # the fixed part alone is over the window
+        return [_cheapest(log_probs, costs)]
+    # The partial archs alive after each layer, sorted by (bin, best score first), at most
+    # `count` per bin; per layer, each one's candidate and the partial arch it extends.
+    bins, score, exact = np.array([int(fixed / width)]), np.zeros(1), np.array([float(fixed)])
+    back: list[tuple[np.ndarray, np.ndarray]] = []
     for lp, c in zip(log_probs, costs, strict=True):
-        alive = np.flatnonzero(np.isfinite(best))
         lp_arr, c_arr = np.asarray(lp, dtype=np.float64), np.asarray(c, dtype=np.float64)
-        # every (previous bin, candidate) pair at once
-        prev = np.repeat(alive, len(c_arr))
-        cand = np.tile(np.arange(len(c_arr)), len(alive))
+        # every (partial arch, candidate) pair at once
+        prev = np.repeat(np.arange(len(bins)), len(c_arr))
+        cand = np.tile(np.arange(len(c_arr)), len(bins))
         tot = exact[prev] + c_arr[cand]
-        score = best[prev] + lp_arr[cand]
-        bins = (tot / width).astype(np.int64)
-        keep = (bins < n_bins) & np.isfinite(score)
-        prev, cand, tot, score, bins = prev[keep], cand[keep], tot[keep], score[keep], bins[keep]
-        order = np.lexsort((-score, bins))  # per bin, the best score first
-        first = order[np.unique(bins[order], return_index=True)[1]]
-        best = np.full(n_bins, -np.inf)
-        exact = np.zeros(n_bins)
-        choice = np.full((n_bins, 2), -1, dtype=np.int64)  # (candidate, previous bin)
-        best[bins[first]], exact[bins[first]] = score[first], tot[first]
-        choice[bins[first], 0], choice[bins[first], 1] = cand[first], prev[first]
-        back.append(choice)
-    finite = np.isfinite(best)
-    feasible = np.flatnonzero(finite & (exact >= low - 1e-9) & (exact <= high + 1e-9))
+        sc = score[prev] + lp_arr[cand]
+        b = (tot / width).astype(np.int64)
+        keep = (b < n_bins) & np.isfinite(sc)
+        prev, cand, tot, sc, b = prev[keep], cand[keep], tot[keep], sc[keep], b[keep]
+        order = np.lexsort((-sc, b))  # per bin, the best score first (ties: stable)
+        b_sorted = b[order]
+        pos = np.arange(len(order))
+        first_of_bin = np.r_[True, b_sorted[1:] != b_sorted[:-1]] if len(order) else pos > 0
+        rank = pos - np.maximum.accumulate(np.where(first_of_bin, pos, 0))
+        order = order[rank < count]
+        bins, score, exact = b[order], sc[order], tot[order]
+        back.append((cand[order], prev[order]))
+    if not len(bins):  # every arch costs more than `high`
+        return [_cheapest(log_probs, costs)]
+    feasible = np.flatnonzero((exact >= low - 1e-9) & (exact <= high + 1e-9))
     if len(feasible):
-        end = int(feasible[np.argmax(best[feasible])])
-    elif not finite.any():  # every arch costs more than `high`
-        return _cheapest(log_probs, costs)
+        ends = feasible[np.argsort(-score[feasible], kind="stable")][:count]
     else:  # every arch reachable under `high` is below `low`: the closest, most probable
-        reachable = np.flatnonzero(finite)
-        order = np.lexsort((-best[reachable], low - exact[reachable]))
-        end = int(reachable[order[0]])
+        ends = np.lexsort((-score, low - exact))[:1]
+    return [_path(back, int(end)) for end in ends]
+
+
+def _path(back: Sequence[tuple[np.ndarray, np.ndarray]], end: int) -> list[int]:
+    """Per-layer candidates of the partial arch `end` of the last layer, by back-pointers."""
     path: list[int] = []
-    for choice in reversed(back):
-        j, end = (int(v) for v in choice[end])
-        path.append(j)
+    for cands, prevs in reversed(back):
+        path.append(int(cands[end]))
+        end = int(prevs[end])
     return path[::-1]
 
 

@@ -28,10 +28,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import search_state as ckpt
-from .distributed import barrier, broadcast_object, reduce_mean, step_generator, sync_buffers
+from .distributed import barrier, broadcast_object, reduce_mean, step_generator
 from .gm import best_partition, dissimilarity
-from .ranking import BN_CALIB_BATCHES, bn_recalibrated
-from .run import evaluate, save_checkpoint, write_json
+from .run import forked_rng, save_checkpoint, write_json
 from .search_state import SearchError
 
 if TYPE_CHECKING:
@@ -172,7 +171,7 @@ class GMSearch:
         s, g, node = self.s, self.s.progress, self.node
         dev, fmt = s.ctx.device, s.fmt
         sampler = s.parts.loaders.train.sampler
-        with _forked_rng(dev):
+        with forked_rng(dev):
             sampler.set_epoch(g.epoch)  # type: ignore[attr-defined]
             sampler.start = 0  # type: ignore[attr-defined]
             batches = [
@@ -219,22 +218,10 @@ class GMSearch:
         """The leaf's derived arch, its cost and its held-out accuracy (inherited weights,
         BatchNorm re-estimated on training batches for that path; restored afterwards)."""
         s = self.s
-        net, dev, fmt = s.net, s.ctx.device, s.fmt
+        net = s.net
         arch = s.derive()
         paths = net.arch_indices(arch)
-        sync_buffers(net, s.ctx)
-        saved = net.active_paths()
-        net.set_paths(paths)
-        sampler = s.parts.loaders.train.sampler
-        with _forked_rng(dev):
-            sampler.set_epoch(s.parts.total_epochs)  # type: ignore[attr-defined]
-            sampler.start = 0  # type: ignore[attr-defined]
-            calib = itertools.islice(
-                (x.to(memory_format=fmt) for x, _ in s.parts.loaders.train), BN_CALIB_BATCHES
-            )
-            with bn_recalibrated(net, calib, dev):
-                acc = evaluate(net, s.parts.loaders.heldout, s.ctx, fmt)["top1"] / 100
-        net.set_paths(saved)
+        acc = s.heldout_accuracy(arch)
         with torch.no_grad():
             expected = float(net.expected_cost())
         leaf = {
@@ -314,10 +301,3 @@ def dissimilarity_figure(d: list[list[float]], names: list[str], title: str) -> 
     fig.colorbar(im, ax=ax)
     fig.subplots_adjust(left=0.22, bottom=0.22, right=0.95, top=0.92)
     return fig
-
-
-def _forked_rng(device: torch.device) -> Any:
-    """Scoring and leaf evaluation draw augmentation and loader seeds from the global RNGs;
-    forked, so the search's own stream does not depend on them."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)

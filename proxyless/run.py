@@ -364,6 +364,13 @@ def check_finite(
 
 
 # --- evaluation -------------------------------------------------------------------------------
+def forked_rng(device: torch.device) -> Any:
+    """A context in which draws from the global RNGs (augmentation, loader seeds) leave the
+    run's own streams untouched: for scoring and evaluation between or after training steps."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,

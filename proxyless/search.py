@@ -47,6 +47,7 @@ from .run import (
     check_finite,
     deterministic,
     evaluate,
+    forked_rng,
     frozen_setup_objects,
     host_memory,
     lr_at,
@@ -578,15 +579,81 @@ class _Search:
         return self.net.derive(self.hw.target, self.cfg.derive.tolerance)
 
     def derive_rule(self) -> str:
-        tol = self.cfg.derive.tolerance
+        tol, n = self.cfg.derive.tolerance, self.cfg.derive.candidates
         if self.hw.target is None or tol is None:
             return "argmax per layer"
+        if n > 1:
+            return (
+                f"best held-out accuracy (inherited weights) of the {n} most probable "
+                f"within ±{tol:.0%} of the target"
+            )
         return f"most probable within ±{tol:.0%} of the target"
+
+    def heldout_accuracy(self, arch: Arch) -> float:
+        """`arch`'s held-out top-1 (fraction) with the supernet's weights, BatchNorm
+        re-estimated for its path on the same training batches whichever arch is scored
+        (the first of the pass after the last epoch); the net's paths and statistics and the
+        global RNGs come back unchanged. The judge of GM leaves and `derive.candidates`."""
+        net, dev, fmt = self.net, self.ctx.device, self.fmt
+        if self.parts.loaders.heldout is None:
+            raise SearchError(
+                "scoring archs needs a held-out split: set data.heldout_per_class > 0"
+            )
+        sync_buffers(net, self.ctx)
+        saved = net.active_paths()
+        net.set_paths(net.arch_indices(arch))
+        sampler = self.parts.loaders.train.sampler
+        try:
+            with forked_rng(dev):
+                sampler.set_epoch(self.parts.total_epochs)  # type: ignore[attr-defined]
+                sampler.start = 0  # type: ignore[attr-defined]
+                calib = itertools.islice(
+                    (x.to(memory_format=fmt) for x, _ in self.parts.loaders.train),
+                    BN_CALIB_BATCHES,
+                )
+                with bn_recalibrated(net, calib, dev):
+                    return evaluate(net, self.parts.loaders.heldout, self.ctx, fmt)["top1"] / 100
+        finally:
+            net.set_paths(saved)
+
+    def final_arch(self) -> tuple[Arch, list[dict[str, Any]]]:
+        """The arch the search returns, and the candidates it was picked from (none when α
+        alone decides). With `derive.candidates` = M > 1, α proposes and the supernet
+        disposes: the M most probable archs within the cost window are each scored by
+        `heldout_accuracy`, and the best wins (ties: the more probable). Why: at equal cost
+        α separates its top archs by small margins that its gradients, averaged over a
+        drifting supernet, need not have earned; the trained weights judge the few
+        finalists directly, as one-shot methods judge archs."""
+        d = self.cfg.derive
+        archs = self.net.most_probable(self.hw.target, d.tolerance, d.candidates)
+        if d.candidates == 1 or len(archs) == 1:
+            return archs[0], []
+        with torch.no_grad():
+            log_probs = [p.clamp_min(1e-30).log().tolist() for p in self.net.probabilities()]
+        rows: list[dict[str, Any]] = []
+        for rank, arch in enumerate(archs):
+            idx = self.net.arch_indices(arch)
+            rows.append(
+                {
+                    "arch": arch.block_strings(),
+                    "cost": self.hw.costs.cost_of(idx),
+                    "log_prob": sum(lp[i] for lp, i in zip(log_probs, idx, strict=True)),
+                    "heldout_acc": self.heldout_accuracy(arch),
+                }
+            )
+            (log.info if self.main else log.debug)(
+                "derive: candidate %d/%d %s: cost %.4g %s, log p %.3f, held-out acc %.4f",
+                rank + 1, len(archs), " ".join(rows[-1]["arch"]), rows[-1]["cost"],
+                self.hw.costs.unit, rows[-1]["log_prob"], rows[-1]["heldout_acc"],
+            )  # fmt: skip
+        best = max(range(len(rows)), key=lambda i: (rows[i]["heldout_acc"], -i))
+        rows[best]["chosen"] = True
+        return archs[best], rows
 
     def result(self, t0: float) -> SearchResult:
         """Derive, evaluate the derived path, write summary.json (rank 0)."""
         net, costs, run_dir, main = self.net, self.hw.costs, self.rundir.path, self.main
-        arch = self.derive()
+        arch, candidates = self.final_arch()
         if main:
             arch.save(run_dir / "arch.json")
         paths = net.arch_indices(arch)
@@ -609,6 +676,7 @@ class _Search:
             "measured_latency": measured_latency(arch, self.cfg.hardware) if main else None,
             "target": self.hw.target,
             "derive": self.derive_rule(),
+            "derive_candidates": candidates,  # empty: α alone picked the arch
             "unit": costs.unit,
             "min_cost": costs.min_cost(),
             "max_cost": costs.max_cost(),

@@ -132,9 +132,12 @@ class WarmupConfig:
 class DeriveConfig:
     """How the final arch is read off α. With a cost target and a tolerance: the most probable
     arch whose cost is within ±tolerance·target (`proxyless.derive`); tolerance None (or no
-    target): argmax per layer, as in the paper, which can land far from the target."""
+    target): argmax per layer, as in the paper, which can land far from the target.
+    `candidates` > 1: that many of the most probable archs in the window are scored by
+    held-out accuracy with inherited weights and the best is returned (`Search.final_arch`)."""
 
     tolerance: float | None = 0.05
+    candidates: int = 1
 
 
 @dataclass
@@ -261,6 +264,13 @@ class SearchConfig:
         tol = self.derive.tolerance
         if tol is not None and not 0.0 < tol < 1.0:
             raise ConfigError(f"derive.tolerance={tol} must be in (0, 1), or null for argmax")
+        if self.derive.candidates < 1:
+            raise ConfigError(f"derive.candidates={self.derive.candidates} must be >= 1")
+        if self.derive.candidates > 1 and self.data.heldout_per_class == 0:
+            raise ConfigError(
+                f"derive.candidates={self.derive.candidates} scores archs on the held-out "
+                "split: set data.heldout_per_class > 0 (or derive.candidates=1)"
+            )
         if s.sampler not in SAMPLERS:
             raise ConfigError(
                 f"schedule.sampler={s.sampler!r} is not one of: {', '.join(SAMPLERS)}"
@@ -393,4 +403,5 @@ def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     defaults = {"distill": False, "search_paths": "alpha", "sandwich_epochs": None}
     out["schedule"] = {**defaults, **out["schedule"]}
     out["space"] = {"weight_sharing": "separate", **out["space"]}
+    out["derive"] = {"candidates": 1, **out["derive"]}
     return out

@@ -22,7 +22,7 @@ from torch import nn
 from latency.costs import expected_cost
 
 from .arch import Arch, StandaloneNet
-from .derive import most_probable_within
+from .derive import most_probable_archs_within
 from .estimators import Estimator
 from .mixed_op import MixedLayer
 from .plan import build_fixed
@@ -172,10 +172,17 @@ class SuperNet(nn.Module):
         """The final arch: argmax per layer (the paper) or, given a cost `target` and a
         `tolerance` (fraction), the most probable arch within ±tolerance of the target
         (`proxyless.derive`). Zero layers disappear when the standalone model is built."""
+        return self.most_probable(target, tolerance, 1)[0]
+
+    def most_probable(
+        self, target: float | None, tolerance: float | None, count: int
+    ) -> list[Arch]:
+        """The `count` most probable archs within ±tolerance of `target`, most probable
+        first (fewer if fewer fit); without a target or tolerance, argmax per layer alone."""
         with torch.no_grad():
             probs = [p.tolist() for p in self.probabilities()]
         if target is None or tolerance is None:
-            idx = [max(range(len(p)), key=p.__getitem__) for p in probs]
+            paths = [[max(range(len(p)), key=p.__getitem__) for p in probs]]
         else:
             costs = [c.tolist() for c in self._cost_tensors()]
             log_probs = [
@@ -183,9 +190,15 @@ class SuperNet(nn.Module):
                 for p, members in zip(probs, (set(ly.members()) for ly in self.layers), strict=True)
             ]
             low, high = (1 - tolerance) * target, (1 + tolerance) * target
-            idx = most_probable_within(log_probs, costs, self._fixed_cost, low, high)
-        ops = [layer.spec.candidates[i] for layer, i in zip(self.layers, idx, strict=True)]
-        return Arch(self.space, ops, probs)
+            paths = most_probable_archs_within(log_probs, costs, self._fixed_cost, low, high, count)
+        return [
+            Arch(
+                self.space,
+                [ly.spec.candidates[i] for ly, i in zip(self.layers, idx, strict=True)],
+                probs,
+            )
+            for idx in paths
+        ]
 
     def arch_indices(self, arch: Arch) -> list[int]:
         """Path indices that select `arch`'s ops in this supernet."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from proxyless.derive import most_probable_within
+from proxyless.derive import most_probable_archs_within, most_probable_within
 from proxyless.space import get_space
 from proxyless.supernet import SuperNet
 
@@ -43,6 +43,40 @@ def test_matches_brute_force_on_random_instances(seed: int) -> None:
     assert low <= got_cost <= high
     assert sum(p[j] for p, j in zip(lp, got)) == pytest.approx(want_score)
     assert got == want
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_k_most_probable_match_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    layers = [int(rng.integers(2, 6)) for _ in range(5)]
+    lp = [np.log(rng.dirichlet(np.ones(n))).tolist() for n in layers]
+    costs = [rng.uniform(0.5, 3.0, n).round(3).tolist() for n in layers]
+    fixed = 1.0
+    scored = []
+    for idx in itertools.product(*(range(n) for n in layers)):
+        cost = fixed + sum(c[j] for c, j in zip(costs, idx))
+        scored.append((sum(p[j] for p, j in zip(lp, idx)), cost, list(idx)))
+    target = float(np.quantile([c for _, c, _ in scored], rng.uniform(0.2, 0.8)))
+    low, high = 0.95 * target, 1.05 * target
+    inside = sorted((s for s in scored if low <= s[1] <= high), key=lambda s: -s[0])
+    got = most_probable_archs_within(lp, costs, fixed, low, high, 7)
+    assert len(got) == min(7, len(inside)) and len({tuple(g) for g in got}) == len(got)
+    assert got == [idx for _, _, idx in inside[:7]]
+    assert got[0] == most_probable_within(lp, costs, fixed, low, high)
+
+
+def test_fewer_archs_than_asked_when_fewer_fit() -> None:
+    lp = [np.log([0.6, 0.4]).tolist(), np.log([0.3, 0.7]).tolist()]
+    costs = [[1.0, 2.0], [1.0, 3.0]]
+    assert most_probable_archs_within(lp, costs, 0.0, 2.5, 3.5, 5) == [[1, 0]]  # only cost 3
+    assert most_probable_archs_within(lp, costs, 0.0, 0.0, 10.0, 5) == [
+        [0, 1],
+        [1, 1],
+        [0, 0],
+        [1, 0],
+    ]
+    with pytest.raises(ValueError, match="count=0 must be >= 1"):
+        most_probable_archs_within(lp, costs, 0.0, 0.0, 10.0, 0)
 
 
 def test_argmax_is_kept_when_it_meets_the_window() -> None:

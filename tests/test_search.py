@@ -18,7 +18,7 @@ from search_configs import FAST_SEARCH, merged_config
 from proxyless.arch import Arch
 from proxyless.run import load_checkpoint
 from proxyless.search import SearchError, search
-from proxyless.search_config import ConfigError, SearchConfig
+from proxyless.search_config import ConfigError, SearchConfig, result_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -336,3 +336,53 @@ def test_reported_accuracy_is_the_derived_path_with_batchnorm_re_estimated(tmp_p
         recal = evaluate(parts.net, parts.loaders.test, ctx)["top1"] / 100
     assert plain != recal  # the statistics matter here, so the next line tells the two apart
     assert result.metrics["test_acc"] == pytest.approx(recal)
+
+
+def test_derive_candidates_return_the_best_heldout_accuracy_of_the_most_probable(
+    tmp_path: Path,
+) -> None:
+    """derive.candidates=4: the 4 most probable archs in the window, each scored on the
+    held-out split with inherited weights; the best is the run's arch. Scoring leaves the
+    supernet as it was: weights, BatchNorm statistics and α equal a run that did not score."""
+    plain = search(fast_cfg(tmp_path / "plain"))
+    picked = search(fast_cfg(tmp_path / "picked", derive={"candidates": 4}))
+    assert plain.metrics["derive_candidates"] == []
+    rows = picked.metrics["derive_candidates"]
+    assert len(rows) == 4 and len({tuple(r["arch"]) for r in rows}) == 4
+    assert [r["log_prob"] for r in rows] == sorted((r["log_prob"] for r in rows), reverse=True)
+    assert rows[0]["arch"] == plain.arch.block_strings()  # α's own pick comes first
+    target = picked.metrics["target"]
+    assert all(abs(r["cost"] - target) <= 0.05 * target + 1e-6 for r in rows)
+    accs = [r["heldout_acc"] for r in rows]
+    best = accs.index(max(accs))
+    assert [r.get("chosen", False) for r in rows] == [i == best for i in range(4)]
+    assert picked.arch.block_strings() == rows[best]["arch"]
+    assert Arch.load(tmp_path / "picked" / "arch.json").block_strings() == rows[best]["arch"]
+    assert (
+        "best held-out accuracy (inherited weights) of the 4 most probable"
+        in (picked.metrics["derive"])
+    )
+    before, after = plain.net.state_dict(), picked.net.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_runs_from_before_derive_candidates_resume_as_alpha_alone(tmp_path: Path) -> None:
+    old = fast_cfg(tmp_path).to_dict()
+    del old["derive"]["candidates"]
+    assert result_fingerprint(old)["derive"]["candidates"] == 1
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        ({"derive": {"candidates": 0}}, r"derive.candidates=0 must be >= 1"),
+        (
+            {"derive": {"candidates": 3}, "data": {"heldout_per_class": 0}},
+            r"derive.candidates=3 scores archs on the held-out split: set data.heldout_per_class",
+        ),
+    ],
+)
+def test_derive_candidates_errors(tmp_path: Path, over: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        fast_cfg(tmp_path, **over)
