@@ -696,7 +696,7 @@ class _Search:
             metrics["shift"] = self.shift.summary()
         if self.gm is not None:
             metrics["gm"] = self.gm.summary()
-        _dump_rank(self.cfg, self.ctx, net, self.shift)
+        _dump_rank(self.cfg, self.ctx, net, arch, candidates, self.shift)
         self.reporter.scalars(self.progress.global_step, {"test/acc": metrics["test_acc"]})
         self.reporter.close()
         if main:
@@ -767,7 +767,12 @@ def _warm_start(cfg: SearchConfig, parts: Parts, run_dir: Path | None) -> None:
 
 
 def _dump_rank(
-    cfg: SearchConfig, ctx: DistContext, net: SuperNet, shift: ShiftSampler | None = None
+    cfg: SearchConfig,
+    ctx: DistContext,
+    net: SuperNet,
+    arch: Arch,
+    candidates: list[dict[str, Any]],
+    shift: ShiftSampler | None = None,
 ) -> None:
     """debug.rank_dump_dir: what each rank ended with, to check that ranks agree."""
     if not cfg.debug.rank_dump_dir:
@@ -788,5 +793,7 @@ def _dump_rank(
         "buffers_sha256": digest(buffers),
         "alpha": [a.tolist() for a in alphas],
         "shift_p": shift.p if shift is not None else None,  # warmup.sampler=shift
+        "arch": arch.block_strings(),
+        "candidate_heldout_acc": [c["heldout_acc"] for c in candidates],  # derive.candidates
     }
     write_json(Path(cfg.debug.rank_dump_dir) / f"rank{ctx.rank}.json", record)

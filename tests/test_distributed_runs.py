@@ -61,6 +61,7 @@ def search_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "proxyless.cli.search",
         "debug=fast",
         "device=cpu",
+        "derive.candidates=3",
         f"hydra.run.dir={root / 'run'}",
         f"debug.rank_dump_dir={root / 'ranks'}",
         cwd=root,
@@ -85,6 +86,14 @@ def test_two_rank_search_writes_one_run_and_ranks_agree(search_run: Path) -> Non
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["alpha_sha256"] == ranks[1]["alpha_sha256"]  # α identical on both ranks
     assert ranks[0]["buffers_sha256"] == ranks[1]["buffers_sha256"]  # BN synced at the end
+    # derive.candidates=3: every rank scores on its shard, the sums are global: one choice
+    assert len(ranks[0]["candidate_heldout_acc"]) == 3
+    assert ranks[0]["candidate_heldout_acc"] == ranks[1]["candidate_heldout_acc"]
+    assert (
+        ranks[0]["arch"]
+        == ranks[1]["arch"]
+        == json.loads((run / "summary.json").read_text())["arch"]
+    )
     # The checkpoint (rank 0) holds the α the ranks ended with, and α moved from init.
     saved = torch.cat([a.double().flatten() for a in alphas])
     dumped = torch.tensor([x for a in ranks[0]["alpha"] for x in a], dtype=torch.float64)
