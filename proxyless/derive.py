@@ -18,23 +18,6 @@ import numpy as np
 BINS = 4000  # cost resolution: (upper bound of the window) / BINS
 
 
-def most_probable_within(
-    log_probs: Sequence[Sequence[float]],
-    costs: Sequence[Sequence[float]],
-    fixed: float,
-    low: float,
-    high: float,
-) -> list[int]:
-    """Per-layer indices maximising Σ log p subject to low ≤ fixed + Σ cost ≤ high.
-
-    Exact for costs on a grid of high/BINS; finer differences can only cost a near-tie.
-    If no arch falls in the window: the most expensive arch under it (most probable among
-    equals), or the cheapest arch if all are over it — the caller always gets an arch and
-    can report the miss.
-    """
-    return most_probable_archs_within(log_probs, costs, fixed, low, high, 1)[0]
-
-
 def most_probable_archs_within(
     log_probs: Sequence[Sequence[float]],
     costs: Sequence[Sequence[float]],
@@ -43,8 +26,11 @@ def most_probable_archs_within(
     high: float,
     count: int,
 ) -> list[list[int]]:
-    """The `count` most probable archs within [low, high], most probable first (fewer when
-    fewer fit; one fallback arch, as in `most_probable_within`, when none fits).
+    """Per-layer indices of the `count` archs with the largest Σ log p subject to
+    low ≤ fixed + Σ cost ≤ high, most probable first (fewer when fewer fit). Exact for costs
+    on a grid of high/BINS; finer differences can only cost a near-tie. If no arch falls in
+    the window, one arch: the most expensive under it (most probable among equals), or the
+    cheapest if all are over it — the caller always gets an arch and can report the miss.
 
     Why more than one: α's ranking of near-equal archs is the least reliable thing a search
     learns, so a caller can let another judge (inherited accuracy) pick among the few archs
