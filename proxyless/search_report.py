@@ -169,6 +169,13 @@ def summary_table(metrics: dict[str, Any]) -> str:
         rows = _zeroshot_rows(metrics, rows, num)
     if metrics.get("gm"):
         rows[1:1] = gm_rows(metrics["gm"], unit, num)
+    for k, c in enumerate(metrics.get("derive_candidates") or []):  # derive.candidates > 1
+        mark = "  ← chosen" if c.get("chosen") else ""
+        rows.insert(
+            2 + k,
+            (f"candidate {k + 1}", f"{' '.join(c['arch'])}: {num(c['cost'])} {unit}, log p "
+             f"{c['log_prob']:.3f}, held-out acc {num(c['heldout_acc'], '.4f')}{mark}"),
+        )  # fmt: skip
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 2 + max(len(v) for _, v in rows))
     body = "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

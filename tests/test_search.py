@@ -19,6 +19,7 @@ from proxyless.arch import Arch
 from proxyless.run import load_checkpoint
 from proxyless.search import SearchError, search
 from proxyless.search_config import ConfigError, SearchConfig, result_fingerprint
+from proxyless.search_report import summary_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -358,10 +359,10 @@ def test_derive_candidates_return_the_best_heldout_accuracy_of_the_most_probable
     assert [r.get("chosen", False) for r in rows] == [i == best for i in range(4)]
     assert picked.arch.block_strings() == rows[best]["arch"]
     assert Arch.load(tmp_path / "picked" / "arch.json").block_strings() == rows[best]["arch"]
-    assert (
-        "best held-out accuracy (inherited weights) of the 4 most probable"
-        in (picked.metrics["derive"])
-    )
+    assert "best held-out accuracy (inherited weights) of the 4 most" in picked.metrics["derive"]
+    table = summary_table(picked.metrics)
+    assert table.count("candidate ") == 4 and table.count("← chosen") == 1
+    assert f"candidate {best + 1}  " in next(ln for ln in table.splitlines() if "← chosen" in ln)
     before, after = plain.net.state_dict(), picked.net.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
