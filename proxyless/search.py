@@ -626,6 +626,12 @@ class _Search:
         finalists directly, as one-shot methods judge archs."""
         d = self.cfg.derive
         archs = self.net.most_probable(self.hw.target, d.tolerance, d.candidates)
+        if d.candidates > 1 and (self.hw.target is None or d.tolerance is None) and self.main:
+            log.warning(
+                "derive.candidates=%d is ignored: without a cost target and derive.tolerance "
+                "the arch is argmax per layer (one arch)",
+                d.candidates,
+            )
         if d.candidates == 1 or len(archs) == 1:
             return archs[0], []
         with torch.no_grad():
