@@ -47,11 +47,12 @@ def most_probable_archs_within(
         raise ValueError("costs must be >= 0 (a calibrated table with a negative offset?)")
     width = max(high, 1e-12) / BINS
     n_bins = BINS + 1  # bin b holds partial costs in [b·width, (b+1)·width); above high: dropped
-    if int(fixed / width) >= n_bins:  # the fixed part alone is over the window
+    start = int(fixed / width)
+    if start >= n_bins:  # the fixed part alone is over the window
         return [_cheapest(log_probs, costs)]
     # The partial archs alive after each layer, sorted by (bin, best score first), at most
     # `count` per bin; per layer, each one's candidate and the partial arch it extends.
-    bins, score, exact = np.array([int(fixed / width)]), np.zeros(1), np.array([float(fixed)])
+    bins, score, exact = np.array([start]), np.zeros(1), np.array([float(fixed)])
     back: list[tuple[np.ndarray, np.ndarray]] = []
     for lp, c in zip(log_probs, costs, strict=True):
         lp_arr, c_arr = np.asarray(lp, dtype=np.float64), np.asarray(c, dtype=np.float64)
@@ -64,9 +65,8 @@ def most_probable_archs_within(
         keep = (b < n_bins) & np.isfinite(sc)
         prev, cand, tot, sc, b = prev[keep], cand[keep], tot[keep], sc[keep], b[keep]
         order = np.lexsort((-sc, b))  # per bin, the best score first (ties: stable)
-        b_sorted = b[order]
         pos = np.arange(len(order))
-        first_of_bin = np.r_[True, b_sorted[1:] != b_sorted[:-1]] if len(order) else pos > 0
+        first_of_bin = np.diff(b[order], prepend=-1) != 0
         rank = pos - np.maximum.accumulate(np.where(first_of_bin, pos, 0))
         order = order[rank < count]
         bins, score, exact = b[order], sc[order], tot[order]
