@@ -103,6 +103,9 @@ class Settings:
     # searches run with seeds first_search_seed … + seeds - 1 (their derived archs train with
     # the ground truth's seeds): more search seeds against one ground truth, run by run
     first_search_seed: int = 0
+    # a stored rows.jsonl whose ground truth (archs and per-seed accuracies) this run reuses
+    # instead of drawing and training its own: the accuracies do not depend on the table
+    ground_truth_from: str | None = None
     # label -> (extra search overrides, targets as fractions of the range)
     variants: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = field(default_factory=dict)
     device: str = "auto"
@@ -183,27 +186,22 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def train_job(
-    arch_dict: dict[str, Any], seed: int, s: Settings, cache: str, table_id: str
-) -> dict[str, Any]:
-    """Train one arch from scratch with the benchmark's budget; cached by everything that
-    determines the result."""
+def _train_path(ops: list[str], space: dict[str, Any], seed: int, s: Settings, cache: str) -> Path:
+    """Where one training's result is cached: keyed by everything that determines it (the
+    latency table does not: which archs are drawn depends on it, how they train does not)."""
+    key = _key("train", ops, space, seed, asdict(s.budget), common_overrides(s))
+    return Path(cache) / "train" / f"{key}.json"
+
+
+def train_job(arch_dict: dict[str, Any], seed: int, s: Settings, cache: str) -> dict[str, Any]:
+    """Train one arch from scratch with the benchmark's budget; cached."""
     from proxyless.arch import Arch
     from proxyless.train import TrainConfig, train
 
-    key = _key(
-        "train",
-        arch_dict["ops"],
-        arch_dict["space"],
-        seed,
-        asdict(s.budget),
-        common_overrides(s),
-        table_id,
-    )
-    path = Path(cache) / "train" / f"{key}.json"
+    path = _train_path(arch_dict["ops"], arch_dict["space"], seed, s, cache)
     if path.is_file():
         return json.loads(path.read_text())
-    work = Path(cache) / "train" / key
+    work = path.with_suffix("")
     arch = Arch.from_dict(arch_dict)
     arch.save(work / "arch.json")
     plain = compose(
@@ -234,6 +232,111 @@ def train_job(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(row))
     return row
+
+
+class GroundTruthError(ValueError):
+    """A stored ground truth that this run cannot reuse; the message says why and what to do."""
+
+
+def stored_run_rows(path: Path, s: Settings) -> list[dict[str, Any]]:
+    """The rows of a stored run whose ground truth this run may reuse (checked before any
+    work starts): refuses a file trained with another space, data group, budget or Hydra
+    overrides, or with fewer seeds than this run uses."""
+    if not path.is_file():
+        raise GroundTruthError(f"--ground-truth-from {path}: no such file (a rows.jsonl)")
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise GroundTruthError(f"--ground-truth-from {path}: not JSON lines ({e})") from e
+    summary = next((r for r in rows if r.get("row") == "summary"), None)
+    gt_rows = [r for r in rows if r.get("row") == "ground_truth"]
+    if summary is None or not gt_rows:
+        raise GroundTruthError(
+            f"--ground-truth-from {path}: needs the ground_truth rows and the summary row of a "
+            "finished search_quality run"
+        )
+    stored = {
+        "space": summary.get("space"),
+        "data": summary.get("data"),
+        "budget": summary.get("budget"),
+        "overrides": summary.get("overrides", []),  # runs before the key: none
+    }
+    wanted = {
+        "space": s.space,
+        "data": s.data,
+        "budget": asdict(s.budget),
+        "overrides": list(s.overrides),
+    }
+    for name, value in wanted.items():
+        if stored[name] != value:
+            raise GroundTruthError(
+                f"--ground-truth-from {path}: trained with {name}={stored[name]!r}, this run "
+                f"uses {value!r}; pass the same settings (--space/--data/--epochs/--lr/"
+                "--train-subset/--set) or drop --ground-truth-from"
+            )
+    if summary.get("seeds", 0) < s.seeds:
+        raise GroundTruthError(
+            f"--ground-truth-from {path}: {summary.get('seeds')} seed(s) stored, this run uses "
+            f"{s.seeds}; pass --seeds {summary.get('seeds')}"
+        )
+    return rows
+
+
+def stored_ground_truth(path: Path, s: Settings, space: Any) -> tuple[list, list[tuple]]:
+    """The ground-truth archs of a stored run (`rows.jsonl`), in their stored order, and
+    every (arch, seed, accuracy) it trained — ground truth, searched archs and the extra
+    seeds of its seed-noise arch — for `seed_train_cache`.
+
+    Why: the ground truth is most of a full run's time (~60 of ~75 min here) and its
+    accuracies depend on the arch, the data and the budget, not on the latency table, so a
+    run on a fresh machine re-costs the stored archs with its own table instead of training
+    24 new ones."""
+    from proxyless.arch import Arch
+
+    rows = stored_run_rows(path, s)
+    gt_rows = [r for r in rows if r.get("row") == "ground_truth"]
+
+    def arch_of(ops: list[str]) -> Any:
+        try:
+            arch = Arch.from_strings(space, ops)
+            arch.indices()
+        except ValueError as e:
+            raise GroundTruthError(
+                f"--ground-truth-from {path}: arch {ops} is not in the {s.space!r} space ({e})"
+            ) from e
+        return arch
+
+    gt = [arch_of(r["arch"]) for r in gt_rows]
+    trained = [
+        (tuple(r["arch"]), seed, acc)
+        for r in rows
+        if r.get("row") in ("ground_truth", "search") and "acc_seeds" in r
+        for seed, acc in enumerate(r["acc_seeds"][: s.seeds])
+    ]
+    trained += [
+        (tuple(r["arch"]), seed, acc)
+        for r in rows
+        if r.get("row") == "seed_noise"
+        for seed, acc in enumerate(r["accs"])
+    ]
+    return gt, trained
+
+
+def seed_train_cache(
+    trained: list[tuple], space: Any, s: Settings, cache: Path, source: Path
+) -> int:
+    """Write stored trainings into the training cache (not over one already there), so that
+    `train_job` reads them back instead of training; returns how many it wrote."""
+    written = 0
+    for ops, seed, acc in trained:
+        path = _train_path(list(ops), space.to_dict(), seed, s, str(cache))
+        if path.is_file():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"arch": list(ops), "seed": seed, "acc": acc, "imported_from": str(source)}
+        path.write_text(json.dumps(row))
+        written += 1
+    return written
 
 
 def _eval_batches(plain: dict[str, Any], calib: int) -> tuple[dict[str, list], list]:
@@ -641,7 +744,16 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
     s.table = calibrated_table(s, cache)
     table = cost_table(s)
     space = SearchSpace.from_dict(table["space"])
-    gt = stratified_archs(space, lambda a: _cost(table, a), s.k, seed=0)
+    if s.ground_truth_from:
+        gt, trained = stored_ground_truth(Path(s.ground_truth_from), s, space)
+        n = seed_train_cache(trained, space, s, cache, Path(s.ground_truth_from))
+        print(
+            f"ground truth: {len(gt)} archs from {s.ground_truth_from}, {n} stored trainings "
+            "added to the cache",
+            file=sys.stderr,
+        )
+    else:
+        gt = stratified_archs(space, lambda a: _cost(table, a), s.k, seed=0)
     gt_dicts = [a.to_dict() for a in gt]
     seeds = list(range(s.seeds))
     search_seeds = [s.first_search_seed + i for i in range(s.seeds)]
@@ -650,7 +762,7 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
 
     def train_all(arch_dicts: list[dict], seed_list: list[int]) -> dict[tuple, Any]:
         futs = {
-            (tuple(d["ops"]), sd): pool.submit(train_job, d, sd, s, cache_s, table["id"])
+            (tuple(d["ops"]), sd): pool.submit(train_job, d, sd, s, cache_s)
             for d in arch_dicts
             for sd in seed_list
         }
@@ -880,12 +992,14 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
         "row": "summary",
         "space": s.space,
         "data": s.data,
-        "k": s.k,
+        "k": len(gt),
         "seeds": s.seeds,
         "first_search_seed": s.first_search_seed,
         "budget": asdict(s.budget),
         "search_budget": asdict(s.search),
         "search_overrides": list(s.search_overrides),
+        "overrides": list(s.overrides),
+        "ground_truth_from": s.ground_truth_from,
         "table": {"source": table["source"], "unit": table["unit"], "id": table["id"]},
         "gt_acc_min": min(gt_acc),
         "gt_acc_max": max(gt_acc),
@@ -1153,6 +1267,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="bench_quality")
     p.add_argument("--cache", default=None, help="ground-truth cache (default <out>/../gt_cache)")
     p.add_argument(
+        "--ground-truth-from",
+        default=None,
+        metavar="ROWS_JSONL",
+        help="reuse a stored run's ground truth (archs and accuracies, re-costed with this "
+        "machine's table) instead of training one, e.g. "
+        "benchmarks/results/search_quality_rows_gt5.jsonl",
+    )
+    p.add_argument(
         "--ground-truth-only",
         action="store_true",
         help="train (or read from the cache) the ground-truth archs and stop",
@@ -1187,11 +1309,17 @@ def main(argv: list[str] | None = None) -> None:
     s.overrides, s.device, s.threads = tuple(a.set), a.device, a.threads
     s.search_overrides, s.random_search = tuple(a.search_set), not a.no_random_search
     s.first_search_seed = a.first_search_seed
+    s.ground_truth_from = a.ground_truth_from
     mid = s.targets[len(s.targets) // 2]
     s.variants = dict(parse_variant(v, p, (mid,)) for v in a.variant)
     out = Path(a.out)
     cache = Path(a.cache) if a.cache else out.parent / "gt_cache"
-    run(s, out, cache, a.workers, a.ground_truth_only)
+    try:
+        if s.ground_truth_from:
+            stored_run_rows(Path(s.ground_truth_from), s)  # before minutes of profiling
+        run(s, out, cache, a.workers, a.ground_truth_only)
+    except GroundTruthError as e:
+        p.error(str(e))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                 d = arch_dict(s.space, ops)
                 for seed in range(a.seeds):
                     key = (lr, ops, seed)
-                    jobs[key] = pool.submit(sq.train_job, d, seed, s, a.cache, "seed_noise")
+                    jobs[key] = pool.submit(sq.train_job, d, seed, s, a.cache)
         acc = {k: f.result()["acc"] for k, f in jobs.items()}
     for lr in a.lr:
         per_arch = [[acc[(lr, ops, sd)] for sd in range(a.seeds)] for ops in ARCHS]

@@ -77,6 +77,106 @@ def test_a_stored_search_is_reused_only_under_the_same_resolved_config(tmp_path:
     assert not rd.exists() and len(list(tmp_path.glob("run.stale-*"))) == 1
 
 
+def _stored_run(path: Path, s, archs: list[list[str]], **summary) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import asdict
+
+    rows = [
+        {
+            "row": "ground_truth",
+            "arch": a,
+            "cost": 1.0 + i,
+            "acc_mean": 0.5,
+            "acc_seeds": [0.4 + i / 10, 0.6],
+        }
+        for i, a in enumerate(archs)
+    ]
+    rows.append({"row": "seed_noise", "arch": archs[-1], "accs": [0.6, 0.6, 0.7]})
+    rows.append({"row": "search", "arch": archs[0][::-1], "acc_seeds": [0.8, 0.9]})
+    rows.append(
+        {
+            "row": "summary",
+            "space": s.space,
+            "data": s.data,
+            "budget": asdict(s.budget),
+            "seeds": 2,
+            **summary,
+        }
+    )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_stored_ground_truth_is_reused_without_training(tmp_path: Path) -> None:
+    """The stored archs come back in their order, and every stored training — ground truth,
+    searched arch, the seed-noise arch's extra seed — is what `train_job` then returns for
+    that arch and seed (a cache miss would start a real training and could not match)."""
+    from proxyless.arch import Arch
+    from proxyless.space import get_space
+
+    bench = _bench()
+    s = bench.Settings(space="tiny")
+    space = get_space("tiny")
+    ops = [layer.candidates for layer in space.layers()]
+    archs = [[str(c[(i + j) % len(c)]) for j, c in enumerate(ops)] for i in range(3)]
+    rows = tmp_path / "rows.jsonl"
+    _stored_run(rows, s, archs)
+    gt, trained = bench.stored_ground_truth(rows, s, space)
+    assert [a.block_strings() for a in gt] == archs
+    cache = tmp_path / "cache"
+    assert bench.seed_train_cache(trained, space, s, cache, rows) == 3 * 2 + 1 + 2
+    assert bench.seed_train_cache(trained, space, s, cache, rows) == 0  # never overwrites
+
+    def acc(arch_ops: list[str], seed: int) -> float:
+        d = Arch.from_strings(space, arch_ops).to_dict()
+        return bench.train_job(d, seed, s, str(cache))["acc"]
+
+    assert acc(archs[0], 0) == pytest.approx(0.4) and acc(archs[2], 0) == pytest.approx(0.6)
+    assert acc(archs[2], 1) == 0.6 and acc(archs[2], 2) == 0.7
+    assert acc(archs[0][::-1], 1) == 0.9
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data": "digits"}, "trained with data='digits'"),
+        ({"budget": {"epochs": 8}}, "trained with budget="),
+        ({"overrides": ["data.clutter_train_samples=24000"]}, "trained with overrides="),
+        ({"seeds": 1}, "pass --seeds 1"),
+    ],
+)
+def test_a_stored_ground_truth_from_other_settings_is_refused(
+    tmp_path: Path, change: dict, message: str
+) -> None:
+    from proxyless.space import get_space
+
+    bench = _bench()
+    s = bench.Settings(space="tiny")
+    space = get_space("tiny")
+    archs = [[str(layer.candidates[0]) for layer in space.layers()]]
+    rows = tmp_path / "rows.jsonl"
+    _stored_run(rows, s, archs, **change)
+    with pytest.raises(bench.GroundTruthError, match=message):
+        bench.stored_ground_truth(rows, s, space)
+
+
+def test_a_stored_ground_truth_file_that_is_not_one_is_named(tmp_path: Path) -> None:
+    bench = _bench()
+    s = bench.Settings(space="tiny")
+    with pytest.raises(bench.GroundTruthError, match="no such file"):
+        bench.stored_run_rows(tmp_path / "missing.jsonl", s)
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(bench.GroundTruthError, match="not JSON lines"):
+        bench.stored_run_rows(tmp_path / "bad.jsonl", s)
+    (tmp_path / "no_gt.jsonl").write_text(json.dumps({"row": "summary"}) + "\n")
+    with pytest.raises(bench.GroundTruthError, match="ground_truth rows and the summary row"):
+        bench.stored_run_rows(tmp_path / "no_gt.jsonl", s)
+    other = tmp_path / "other_space.jsonl"
+    _stored_run(other, s, [["mb_k9_e9"] * 6])
+    from proxyless.space import get_space
+
+    with pytest.raises(bench.GroundTruthError, match="not in the 'tiny' space"):
+        bench.stored_ground_truth(other, s, get_space("tiny"))
+
+
 def test_percentile_ceiling_script_reads_stored_rows(tmp_path: Path) -> None:
     gt = [(100, [0.9, 0.8]), (101, [0.8, 0.7]), (99, [0.7, 0.9]), (130, [0.99, 0.99])]
     rows = [{"row": "ground_truth", "cost": c, "acc_seeds": a} for c, a in gt]
