@@ -202,6 +202,60 @@ def test_percentile_ceiling_script_reads_stored_rows(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "not a search_quality rows file" in bad.stderr
 
 
+def test_search_seeds_pool_over_runs_of_one_ground_truth(tmp_path: Path) -> None:
+    gt = [{"row": "ground_truth", "arch": ["a"], "cost": 1.0, "acc_seeds": [0.5, 0.6]}]
+    search = {"row": "search", "target_frac": 0.5, "estimator": "all_paths", "variant": None}
+
+    def run_file(name: str, gt_rows: list, searches: list) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in gt_rows + searches))
+        return path
+
+    s01 = [
+        {**search, "seed": 0, "percentile": 100.0, "acc_mean": 0.9, "front": 0.85, "tau_end": 0.6},
+        {**search, "seed": 1, "percentile": 50.0, "acc_mean": 0.8, "front": 0.86, "tau_end": 0.4},
+        {
+            **search,
+            "seed": 0,
+            "estimator": None,
+            "variant": "v",
+            "percentile": 0.0,
+            "acc_mean": 0.7,
+            "front": 0.8,
+        },
+        {
+            **search,
+            "seed": 0,
+            "estimator": "reinforce",
+            "percentile": 0.0,
+            "acc_mean": 0.1,
+            "front": 0.8,
+        },
+    ]
+    s23 = [
+        {**search, "seed": 2, "percentile": 0.0, "acc_mean": 0.82, "front": 0.84, "tau_end": 0.2},
+        {**search, "seed": 1, "percentile": 99.0, "acc_mean": 0.99, "front": 0.0},  # counted once
+    ]
+    moved = [{**gt[0], "cost": 2.0}]  # the same ground truth re-costed by another table
+    cmd = [sys.executable, str(REPO / "benchmarks" / "pool_search_seeds.py")]
+    files = [str(run_file("a.jsonl", gt, s01)), str(run_file("b.jsonl", moved, s23))]
+    done = subprocess.run([*cmd, *files], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(x) for x in done.stdout.splitlines()]
+    plain = [r for r in rows if r["setting"] == "default" and not r.get("summary")][0]
+    assert plain["seeds"] == [0, 1, 2] and plain["percentile"] == pytest.approx(50.0)
+    assert plain["front_margin"] == pytest.approx((0.05 - 0.06 - 0.02) / 3)
+    assert not plain["on_front"] and plain["tau_end"] == pytest.approx(0.4)
+    summaries = {r["setting"]: r for r in rows if r.get("summary")}
+    assert (
+        summaries["v"]["searched_percentile"] == [0.0]
+        and summaries["default"]["on_pareto_front"] == 0
+    )
+    other = run_file("c.jsonl", [{**gt[0], "acc_seeds": [0.5, 0.7]}], s23)
+    bad = subprocess.run([*cmd, files[0], str(other)], capture_output=True, text=True)
+    assert bad.returncode != 0 and "another ground truth" in bad.stderr
+
+
 def test_peak_rss_sees_memory_taken_inside_the_block() -> None:
     bench = _bench()
     with bench.PeakRSS() as before:
