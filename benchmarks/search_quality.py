@@ -282,8 +282,10 @@ def stored_run_rows(path: Path, s: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def stored_ground_truth(path: Path, s: Settings, space: Any) -> tuple[list, list[tuple]]:
-    """The ground-truth archs of a stored run (`rows.jsonl`), in their stored order, and
+def stored_ground_truth(
+    rows: list[dict[str, Any]], s: Settings, space: Any
+) -> tuple[list, list[tuple]]:
+    """The ground-truth archs of a stored run (`stored_run_rows`), in their stored order, and
     every (arch, seed, accuracy) it trained — ground truth, searched archs and the extra
     seeds of its seed-noise arch — for `seed_train_cache`.
 
@@ -293,7 +295,6 @@ def stored_ground_truth(path: Path, s: Settings, space: Any) -> tuple[list, list
     24 new ones."""
     from proxyless.arch import Arch
 
-    rows = stored_run_rows(path, s)
     gt_rows = [r for r in rows if r.get("row") == "ground_truth"]
 
     def arch_of(ops: list[str]) -> Any:
@@ -302,7 +303,8 @@ def stored_ground_truth(path: Path, s: Settings, space: Any) -> tuple[list, list
             arch.indices()
         except ValueError as e:
             raise GroundTruthError(
-                f"--ground-truth-from {path}: arch {ops} is not in the {s.space!r} space ({e})"
+                f"--ground-truth-from {s.ground_truth_from}: arch {ops} is not in the "
+                f"{s.space!r} space ({e})"
             ) from e
         return arch
 
@@ -739,13 +741,15 @@ def run(s: Settings, out: Path, cache: Path, workers: int, gt_only: bool = False
     from proxyless.space import SearchSpace
 
     t_start = time.time()
+    # read first: the stored rows may be this --out's own rows.jsonl, emptied below
+    stored = stored_run_rows(Path(s.ground_truth_from), s) if s.ground_truth_from else None
     out.mkdir(parents=True, exist_ok=True)
     (out / "rows.jsonl").write_text("")
     s.table = calibrated_table(s, cache)
     table = cost_table(s)
     space = SearchSpace.from_dict(table["space"])
-    if s.ground_truth_from:
-        gt, trained = stored_ground_truth(Path(s.ground_truth_from), s, space)
+    if stored is not None:
+        gt, trained = stored_ground_truth(stored, s, space)
         n = seed_train_cache(trained, space, s, cache, Path(s.ground_truth_from))
         print(
             f"ground truth: {len(gt)} archs from {s.ground_truth_from}, {n} stored trainings "
@@ -1315,8 +1319,6 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out)
     cache = Path(a.cache) if a.cache else out.parent / "gt_cache"
     try:
-        if s.ground_truth_from:
-            stored_run_rows(Path(s.ground_truth_from), s)  # before minutes of profiling
         run(s, out, cache, a.workers, a.ground_truth_only)
     except GroundTruthError as e:
         p.error(str(e))

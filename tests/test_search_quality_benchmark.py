@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_a_stored_ground_truth_is_reused_without_training(tmp_path: Path) -> Non
     archs = [[str(c[(i + j) % len(c)]) for j, c in enumerate(ops)] for i in range(3)]
     rows = tmp_path / "rows.jsonl"
     _stored_run(rows, s, archs)
-    gt, trained = bench.stored_ground_truth(rows, s, space)
+    gt, trained = bench.stored_ground_truth(bench.stored_run_rows(rows, s), s, space)
     assert [a.block_strings() for a in gt] == archs
     cache = tmp_path / "cache"
     assert bench.seed_train_cache(trained, space, s, cache, rows) == 3 * 2 + 1 + 2
@@ -155,7 +156,7 @@ def test_a_stored_ground_truth_from_other_settings_is_refused(
     rows = tmp_path / "rows.jsonl"
     _stored_run(rows, s, archs, **change)
     with pytest.raises(bench.GroundTruthError, match=message):
-        bench.stored_ground_truth(rows, s, space)
+        bench.stored_run_rows(rows, s)
 
 
 def test_a_stored_ground_truth_file_that_is_not_one_is_named(tmp_path: Path) -> None:
@@ -174,7 +175,7 @@ def test_a_stored_ground_truth_file_that_is_not_one_is_named(tmp_path: Path) -> 
     from proxyless.space import get_space
 
     with pytest.raises(bench.GroundTruthError, match="not in the 'tiny' space"):
-        bench.stored_ground_truth(other, s, get_space("tiny"))
+        bench.stored_ground_truth(bench.stored_run_rows(other, s), s, get_space("tiny"))
 
 
 def test_percentile_ceiling_script_reads_stored_rows(tmp_path: Path) -> None:
@@ -342,6 +343,27 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
     assert sorted(r["seed"] for r in other_rows if r["row"] == "search") == [2, 2, 3, 3]
     assert (tmp_path / "out" / "search" / "all_paths_t0.5_s3" / "quality.json").is_file()
     assert other_rows[-1]["first_search_seed"] == 2
+    # A fresh cache with the first run's ground truth read back: the same truth and seed-noise
+    # row, nothing trained (every arch and seed comes from the stored rows; a training leaves
+    # a work dir), the archs re-costed by this cache's table.
+    stored = tmp_path / "stored_rows.jsonl"
+    stored.write_bytes((tmp_path / "out" / "rows.jsonl").read_bytes())
+    fresh = tmp_path / "fresh_cache"
+    shutil.copytree(tmp_path / "cache" / "tables", fresh / "tables")
+    cmd_fresh = [*cmd[: cmd.index("--cache") + 1], str(fresh), *cmd[cmd.index("--cache") + 2 :]]
+    reused = subprocess.run(
+        [*cmd_fresh, "--ground-truth-from", str(stored), "--ground-truth-only"],
+        capture_output=True, text=True, env={**os.environ, **env_extra}, timeout=900,
+    )  # fmt: skip
+    assert reused.returncode == 0, reused.stderr[-3000:]
+    reused_rows = [json.loads(line) for line in reused.stdout.splitlines()]
+    assert [r for r in reused_rows if r["row"] == "ground_truth"] == [
+        r for r in rows if r["row"] == "ground_truth"
+    ]
+    assert [r for r in reused_rows if r["row"] == "seed_noise"] == [
+        r for r in rows if r["row"] == "seed_noise"
+    ]
+    assert not [d for d in (fresh / "train").iterdir() if d.is_dir()]
 
 
 @pytest.mark.slow
