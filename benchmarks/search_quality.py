@@ -5,7 +5,8 @@ procedural `clutter` task, a CPU latency table profiled and cached on this machi
 
 1. Ground truth: K random archs stratified over the space's latency range (by the table),
    each trained from scratch with one fixed budget and S seeds. Cached on disk per
-   (space, data, budget, seed, table, arch), so later runs (and other methods) reuse it.
+   (space, data, budget, seed, arch), so later runs (and other methods) reuse it; or read
+   back from a stored run's rows (`--ground-truth-from`), re-costed with this machine's table.
 2. Supernet ranking: at the end of warmup and at the end of the search, the K archs are
    evaluated with inherited supernet weights (BatchNorm re-estimated per path on a few
    training batches) on the held-out split → Kendall τ / Spearman ρ against ground truth.
@@ -31,6 +32,8 @@ Output: one JSON line per row on stdout (and in <out>/rows.jsonl), a last JSON s
     PYTHONPATH=. python benchmarks/search_quality.py --variant "zico_init: init.alpha=zico" \
         --variant "zeroshot@0.25,0.5,0.75: strategy=zeroshot"         # methods beside it
     PYTHONPATH=. python benchmarks/search_quality.py --first-search-seed 2  # more search seeds
+    PYTHONPATH=. python benchmarks/search_quality.py \
+        --ground-truth-from benchmarks/results/search_quality_rows_gt5.jsonl   # no GT training
     PYTHONPATH=. python benchmarks/search_quality.py --data cifar10 --space cifar \
         --set data.root=/data/cifar --workers 1 --device cuda       # on a GPU
 """
