@@ -330,16 +330,20 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
     assert (
         json.loads(again.stdout.splitlines()[-1])["ranking_tau_end"] == summary["ranking_tau_end"]
     )
+
+    def rows_of(args: list[str]) -> list[dict]:
+        done = subprocess.run(
+            args, capture_output=True, text=True, env={**os.environ, **env_extra}, timeout=900
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    def of_kind(rows: list[dict], kind: str) -> list[dict]:
+        return [r for r in rows if r["row"] == kind]
+
     # Other search seeds against the same ground truth: new searches, the same truth.
-    other = subprocess.run(
-        [*cmd, "--first-search-seed", "2", "--no-random-search"],
-        capture_output=True, text=True, env={**os.environ, **env_extra}, timeout=900,
-    )  # fmt: skip
-    assert other.returncode == 0, other.stderr[-3000:]
-    other_rows = [json.loads(line) for line in other.stdout.splitlines()]
-    assert [r for r in other_rows if r["row"] == "ground_truth"] == [
-        r for r in rows if r["row"] == "ground_truth"
-    ]
+    other_rows = rows_of([*cmd, "--first-search-seed", "2", "--no-random-search"])
+    assert of_kind(other_rows, "ground_truth") == of_kind(rows, "ground_truth")
     assert sorted(r["seed"] for r in other_rows if r["row"] == "search") == [2, 2, 3, 3]
     assert (tmp_path / "out" / "search" / "all_paths_t0.5_s3" / "quality.json").is_file()
     assert other_rows[-1]["first_search_seed"] == 2
@@ -351,18 +355,9 @@ def test_benchmark_emits_rows_summary_and_plot(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh_cache"
     shutil.copytree(tmp_path / "cache" / "tables", fresh / "tables")
     cmd_fresh = [*cmd[: cmd.index("--cache") + 1], str(fresh), *cmd[cmd.index("--cache") + 2 :]]
-    reused = subprocess.run(
-        [*cmd_fresh, "--ground-truth-from", str(stored), "--ground-truth-only"],
-        capture_output=True, text=True, env={**os.environ, **env_extra}, timeout=900,
-    )  # fmt: skip
-    assert reused.returncode == 0, reused.stderr[-3000:]
-    reused_rows = [json.loads(line) for line in reused.stdout.splitlines()]
-    assert [r for r in reused_rows if r["row"] == "ground_truth"] == [
-        r for r in rows if r["row"] == "ground_truth"
-    ]
-    assert [r for r in reused_rows if r["row"] == "seed_noise"] == [
-        r for r in rows if r["row"] == "seed_noise"
-    ]
+    reused = rows_of([*cmd_fresh, "--ground-truth-from", str(stored), "--ground-truth-only"])
+    for kind in ("ground_truth", "seed_noise"):
+        assert of_kind(reused, kind) == of_kind(rows, kind)
     assert not [d for d in (fresh / "train").iterdir() if d.is_dir()]
 
 
