@@ -257,6 +257,31 @@ def test_search_seeds_pool_over_runs_of_one_ground_truth(tmp_path: Path) -> None
     assert bad.returncode != 0 and "another ground truth" in bad.stderr
 
 
+def test_ground_truth_fit_recovers_known_coefficients(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ops = ["mb_k3_e3", "mb_k7_e6", "mb_k5_e6", "zero"]
+    rows = []
+    for _ in range(40):
+        arch = [str(o) for o in rng.choice(ops, size=6)]
+        cost = float(rng.uniform(20, 50))
+        acc = (
+            50 + 0.5 * cost + 1.0 * arch.count("zero") - 5.0 * (arch[1] == "zero")
+            + 2.0 * sum("_e6" in o for o in arch) + 0.25 * sum("_k7" in o for o in arch)
+        )  # fmt: skip
+        rows.append({"row": "ground_truth", "arch": arch, "cost": cost, "acc_mean": acc / 100})
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = [sys.executable, str(REPO / "benchmarks" / "ground_truth_fit.py"), str(path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    want = {"cost": 0.5, "zero_layers": 1.0, "zero_in_layer": -5.0, "e6_ops": 2.0, "k7_ops": 0.25}
+    assert {k: got[k] for k in want} == pytest.approx(want, abs=1e-6)
+    assert got["residual_std"] < 1e-6 and got["zero_layer"] == 2
+
+
 def test_peak_rss_sees_memory_taken_inside_the_block() -> None:
     bench = _bench()
     with bench.PeakRSS() as before:
