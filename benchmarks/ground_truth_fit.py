@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from percentile_ceiling import read_rows  # the script's own folder is on sys.path
 
 
 def features(arch: list[str], cost: float, zero_layer: int) -> list[float]:
@@ -61,11 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--zero-layer", type=int, default=2, help="the layer (1-based) to test")
     a = p.parse_args(argv)
     for path in a.rows:
-        try:
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"{path}: not a search_quality rows file ({e})") from None
-        print(json.dumps({"file": str(path), **fit(rows, a.zero_layer - 1)}))
+        print(json.dumps({"file": str(path), **fit(read_rows(path), a.zero_layer - 1)}))
 
 
 if __name__ == "__main__":

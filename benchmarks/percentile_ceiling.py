@@ -30,7 +30,8 @@ if str(ROOT) not in sys.path:
 from proxyless.ranking import percentile_ceiling, residual_seed_std  # noqa: E402
 
 
-def _rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A rows file of `search_quality.py`, or one clear exit (shared by the scripts here)."""
     try:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, json.JSONDecodeError) as e:
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variant", default=None, help="a variant's label (default: plain search)")
     a = p.parse_args(argv)
     for path in a.rows:
-        for line in ceilings(_rows(path), a.variant):
+        for line in ceilings(read_rows(path), a.variant):
             print(json.dumps({"file": path.name, **line}))
 
 

@@ -25,15 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def _rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(
-            f"{path}: not a search_quality rows file ({e}); pass a rows.jsonl"
-        ) from None
+from percentile_ceiling import read_rows  # the script's own folder is on sys.path
 
 
 def _ground_truth(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, ...], tuple[float, ...]]]:
@@ -48,7 +40,7 @@ def pooled(files: list[Path]) -> list[dict[str, Any]]:
     truth = None
     searches: dict[tuple, dict[str, Any]] = {}
     for path in files:
-        rows = _rows(path)
+        rows = read_rows(path)
         gt = _ground_truth(rows)
         if not gt:
             raise SystemExit(f"{path}: no ground_truth rows; pass a search_quality rows.jsonl")
