@@ -28,6 +28,7 @@ from latency.threads import resolve_threads, torch_threads
 
 from . import search_state as ckpt
 from .arch import Arch
+from .brief_training import brief_training_accuracy
 from .distributed import (
     DistContext,
     barrier,
@@ -44,6 +45,7 @@ from .ranking import BN_CALIB_BATCHES, bn_recalibrated
 from .run import (
     Precision,
     RunDir,
+    SGDConfig,
     check_finite,
     deterministic,
     evaluate,
@@ -583,8 +585,14 @@ class _Search:
         if self.hw.target is None or tol is None:
             return "argmax per layer"
         if n > 1:
+            d = self.cfg.derive
+            how = (
+                "inherited weights"
+                if d.judge == "inherited"
+                else f"each trained from scratch for {d.train_epochs} epochs"
+            )
             return (
-                f"best held-out accuracy (inherited weights) of the {n} most probable "
+                f"best held-out accuracy ({how}) of the {n} most probable "
                 f"within ±{tol:.0%} of the target"
             )
         return f"most probable within ±{tol:.0%} of the target"
@@ -593,7 +601,8 @@ class _Search:
         """`arch`'s held-out top-1 (fraction) with the supernet's weights, BatchNorm
         re-estimated for its path on the same training batches whichever arch is scored
         (the first of the pass after the last epoch); the net's paths and statistics and the
-        global RNGs come back unchanged. The judge of GM leaves and `derive.candidates`."""
+        global RNGs come back unchanged. The judge of GM leaves and `derive.candidates`
+        (`derive.judge=inherited`)."""
         net, dev, fmt = self.net, self.ctx.device, self.fmt
         if self.parts.loaders.heldout is None:
             raise SearchError(
@@ -616,14 +625,42 @@ class _Search:
         finally:
             net.set_paths(saved)
 
+    def trained_accuracy(self, arch: Arch) -> float:
+        """`arch`'s held-out top-1 (fraction) after `derive.train_epochs` of training from
+        scratch on the search's training split (`derive.judge=train`); the search's state
+        comes back unchanged."""
+        d, o = self.cfg.derive, self.cfg.optim
+        optim = SGDConfig(
+            lr=d.train_lr,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
+            decay_norm_and_bias=o.decay_norm_and_bias,
+            lr_warmup_epochs=o.lr_warmup_epochs,
+        )
+        loaders = self.parts.loaders
+        assert loaders.heldout is not None  # SearchConfig refuses candidates without one
+        return brief_training_accuracy(
+            arch,
+            loaders.train,
+            loaders.heldout,
+            self.ctx,
+            epochs=d.train_epochs,
+            optim=optim,
+            seed=self.cfg.seed,
+            label_smoothing=o.label_smoothing,
+            memory_format=self.fmt,
+        )
+
     def final_arch(self) -> tuple[Arch, list[dict[str, Any]]]:
         """The arch the search returns, and the candidates it was picked from (none when α
         alone decides). With `derive.candidates` = M > 1, α proposes and the supernet
         disposes: the M most probable archs within the cost window are each scored by
-        `heldout_accuracy`, and the best wins (ties: the more probable). Why: at equal cost
-        α separates its top archs by small margins that its gradients, averaged over a
-        drifting supernet, need not have earned; the trained weights judge the few
-        finalists directly, as one-shot methods judge archs."""
+        `heldout_accuracy` (`derive.judge=inherited`) or `trained_accuracy` (train), and the
+        best wins (ties: the more probable). Why: at equal cost α separates its top archs by
+        small margins that its gradients, averaged over a drifting supernet, need not have
+        earned; the trained weights judge the few finalists directly, as one-shot methods
+        judge archs — or short trainings from scratch do, which see what sharing hides."""
         d = self.cfg.derive
         archs = self.net.most_probable(self.hw.target, d.tolerance, d.candidates)
         if d.candidates > 1 and (self.hw.target is None or d.tolerance is None) and self.main:
@@ -636,6 +673,7 @@ class _Search:
             return archs[0], []
         with torch.no_grad():
             log_probs = [p.clamp_min(1e-30).log().tolist() for p in self.net.probabilities()]
+        judge = self.heldout_accuracy if d.judge == "inherited" else self.trained_accuracy
         rows: list[dict[str, Any]] = []
         for rank, arch in enumerate(archs):
             idx = self.net.arch_indices(arch)
@@ -644,7 +682,7 @@ class _Search:
                     "arch": arch.block_strings(),
                     "cost": self.hw.costs.cost_of(idx),
                     "log_prob": sum(lp[i] for lp, i in zip(log_probs, idx, strict=True)),
-                    "heldout_acc": self.heldout_accuracy(arch),
+                    "heldout_acc": judge(arch),
                 }
             )
             (log.info if self.main else log.debug)(

@@ -60,6 +60,7 @@ class SearchOptimConfig(SGDConfig):
 
 SAMPLERS = ("uniform", "sandwich")
 SEARCH_PATHS = ("alpha", "uniform")
+JUDGES = ("inherited", "train")  # derive.judge: who picks among derive.candidates
 
 
 @dataclass
@@ -133,11 +134,17 @@ class DeriveConfig:
     """How the final arch is read off α. With a cost target and a tolerance: the most probable
     arch whose cost is within ±tolerance·target (`proxyless.derive`); tolerance None (or no
     target): argmax per layer, as in the paper, which can land far from the target.
-    `candidates` > 1: that many of the most probable archs in the window are scored by
-    held-out accuracy with inherited weights and the best is returned (`Search.final_arch`)."""
+    `candidates` > 1: that many of the most probable archs in the window are scored on the
+    held-out split and the best is returned (`Search.final_arch`), judged by `judge`:
+    inherited (the supernet's weights, BN re-estimated: seconds) or train (each trained
+    from scratch for `train_epochs` at peak lr `train_lr`, the search's other weight-optimizer
+    settings: `proxyless.brief_training`, minutes)."""
 
     tolerance: float | None = 0.05
     candidates: int = 1
+    judge: str = "inherited"
+    train_epochs: int = 4
+    train_lr: float = 0.1
 
 
 @dataclass
@@ -271,6 +278,15 @@ class SearchConfig:
                 f"derive.candidates={self.derive.candidates} scores archs on the held-out "
                 "split: set data.heldout_per_class > 0 (or derive.candidates=1)"
             )
+        if self.derive.judge not in JUDGES:
+            raise ConfigError(
+                f"derive.judge={self.derive.judge!r} is not one of: {', '.join(JUDGES)}"
+            )
+        if self.derive.train_epochs < 1 or not self.derive.train_lr > 0:
+            raise ConfigError(
+                f"derive.train_epochs={self.derive.train_epochs} must be >= 1 and "
+                f"derive.train_lr={self.derive.train_lr} > 0"
+            )
         if s.sampler not in SAMPLERS:
             raise ConfigError(
                 f"schedule.sampler={s.sampler!r} is not one of: {', '.join(SAMPLERS)}"
@@ -403,5 +419,5 @@ def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     defaults = {"distill": False, "search_paths": "alpha", "sandwich_epochs": None}
     out["schedule"] = {**defaults, **out["schedule"]}
     out["space"] = {"weight_sharing": "separate", **out["space"]}
-    out["derive"] = {"candidates": 1, **out["derive"]}
+    out["derive"] = {**dataclasses.asdict(DeriveConfig()), **out["derive"]}
     return out

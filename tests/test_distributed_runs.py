@@ -62,6 +62,8 @@ def search_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "debug=fast",
         "device=cpu",
         "derive.candidates=3",
+        "derive.judge=train",  # brief trainings on sharded data, gradients averaged
+        "derive.train_epochs=1",
         f"hydra.run.dir={root / 'run'}",
         f"debug.rank_dump_dir={root / 'ranks'}",
         cwd=root,
@@ -86,8 +88,11 @@ def test_two_rank_search_writes_one_run_and_ranks_agree(search_run: Path) -> Non
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert ranks[0]["alpha_sha256"] == ranks[1]["alpha_sha256"]  # α identical on both ranks
     assert ranks[0]["buffers_sha256"] == ranks[1]["buffers_sha256"]  # BN synced at the end
-    # derive.candidates=3: every rank scores on its shard, the sums are global: one choice
+    # derive.candidates=3, judge=train: every rank trains each candidate on its shard with
+    # averaged gradients and scores it on its shard, the sums are global: one choice
     assert len(ranks[0]["candidate_heldout_acc"]) == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert "each trained from scratch for 1 epochs" in summary["derive"]
     assert ranks[0]["candidate_heldout_acc"] == ranks[1]["candidate_heldout_acc"]
     assert (
         ranks[0]["arch"]

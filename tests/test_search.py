@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,8 @@ import torch
 from search_configs import FAST_SEARCH, merged_config
 
 from proxyless.arch import Arch
-from proxyless.run import load_checkpoint
+from proxyless.distributed import DistContext
+from proxyless.run import SGDConfig, load_checkpoint
 from proxyless.search import SearchError, search
 from proxyless.search_config import ConfigError, SearchConfig, result_fingerprint
 from proxyless.search_report import summary_table
@@ -368,10 +370,42 @@ def test_derive_candidates_return_the_best_heldout_accuracy_of_the_most_probable
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_derive_judge_train_picks_the_best_briefly_trained_candidate(tmp_path: Path) -> None:
+    """derive.judge=train: the same candidates as judge=inherited (α's, unchanged by the
+    judge), each scored by `brief_training_accuracy` with the search's seed and splits; the
+    best wins and the supernet is left as a run that did not judge left it."""
+    from proxyless.brief_training import brief_training_accuracy
+    from proxyless.search_setup import build_parts
+
+    inherited = search(fast_cfg(tmp_path / "inherited", derive={"candidates": 3}))
+    cfg = fast_cfg(
+        tmp_path / "trained", derive={"candidates": 3, "judge": "train", "train_epochs": 2}
+    )
+    trained = search(cfg)
+    rows = trained.metrics["derive_candidates"]
+    assert [r["arch"] for r in rows] == [r["arch"] for r in inherited.metrics["derive_candidates"]]
+    assert "each trained from scratch for 2 epochs" in trained.metrics["derive"]
+    accs = [r["heldout_acc"] for r in rows]
+    assert trained.arch.block_strings() == rows[accs.index(max(accs))]["arch"]
+    before, after = inherited.net.state_dict(), trained.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # the recorded score is the judge's, recomputed outside the search
+    o, ctx = cfg.optim, DistContext()
+    fields = {f.name: getattr(o, f.name) for f in dataclasses.fields(SGDConfig)}
+    optim = SGDConfig(**{**fields, "lr": cfg.derive.train_lr})
+    loaders = build_parts(cfg, ctx).loaders
+    acc = brief_training_accuracy(
+        trained.arch, loaders.train, loaders.heldout, ctx, 2, optim, cfg.seed, o.label_smoothing
+    )
+    assert acc == max(accs)
+
+
 def test_runs_from_before_derive_candidates_resume_as_alpha_alone(tmp_path: Path) -> None:
     old = fast_cfg(tmp_path).to_dict()
     del old["derive"]["candidates"]
+    del old["derive"]["judge"]
     assert result_fingerprint(old)["derive"]["candidates"] == 1
+    assert result_fingerprint(old)["derive"]["judge"] == "inherited"
 
 
 @pytest.mark.parametrize(
@@ -382,6 +416,8 @@ def test_runs_from_before_derive_candidates_resume_as_alpha_alone(tmp_path: Path
             {"derive": {"candidates": 3}, "data": {"heldout_per_class": 0}},
             r"derive.candidates=3 scores archs on the held-out split: set data.heldout_per_class",
         ),
+        ({"derive": {"judge": "zico"}}, r"derive.judge='zico' is not one of: inherited, train"),
+        ({"derive": {"train_epochs": 0}}, r"derive.train_epochs=0 must be >= 1"),
     ],
 )
 def test_derive_candidates_errors(tmp_path: Path, over: dict[str, Any], message: str) -> None:
