@@ -13,6 +13,7 @@ common random numbers), so the differences between them are the arch's, not the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,6 +73,14 @@ def brief_training_accuracy(
             return evaluate(model, heldout, ctx, memory_format)["top1"] / 100
     finally:
         sampler.load_state_dict(saved)
+
+
+def brief_optim(optim: SGDConfig, lr: float) -> SGDConfig:
+    """The brief trainings' optimizer: `optim`'s settings (a search's weight optimizer:
+    momentum, weight decay, lr warmup) at peak lr `lr` — a net trained alone from scratch
+    takes a higher lr than a supernet's shared weights."""
+    fields = {f.name: getattr(optim, f.name) for f in dataclasses.fields(SGDConfig)}
+    return SGDConfig(**{**fields, "lr": lr})
 
 
 def _average_gradients(params: Iterable[torch.nn.Parameter], world_size: int) -> None:

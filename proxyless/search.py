@@ -28,7 +28,7 @@ from latency.threads import resolve_threads, torch_threads
 
 from . import search_state as ckpt
 from .arch import Arch
-from .brief_training import brief_training_accuracy
+from .brief_training import brief_optim, brief_training_accuracy
 from .distributed import (
     DistContext,
     barrier,
@@ -45,7 +45,6 @@ from .ranking import BN_CALIB_BATCHES, bn_recalibrated
 from .run import (
     Precision,
     RunDir,
-    SGDConfig,
     check_finite,
     deterministic,
     evaluate,
@@ -630,14 +629,6 @@ class _Search:
         scratch on the search's training split (`derive.judge=train`); the search's state
         comes back unchanged."""
         d, o = self.cfg.derive, self.cfg.optim
-        optim = SGDConfig(
-            lr=d.train_lr,
-            momentum=o.momentum,
-            nesterov=o.nesterov,
-            weight_decay=o.weight_decay,
-            decay_norm_and_bias=o.decay_norm_and_bias,
-            lr_warmup_epochs=o.lr_warmup_epochs,
-        )
         loaders = self.parts.loaders
         assert loaders.heldout is not None  # SearchConfig refuses candidates without one
         return brief_training_accuracy(
@@ -646,7 +637,7 @@ class _Search:
             loaders.heldout,
             self.ctx,
             epochs=d.train_epochs,
-            optim=optim,
+            optim=brief_optim(o, d.train_lr),
             seed=self.cfg.seed,
             label_smoothing=o.label_smoothing,
             memory_format=self.fmt,

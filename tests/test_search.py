@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -18,7 +17,7 @@ from search_configs import FAST_SEARCH, merged_config
 
 from proxyless.arch import Arch
 from proxyless.distributed import DistContext
-from proxyless.run import SGDConfig, load_checkpoint
+from proxyless.run import load_checkpoint
 from proxyless.search import SearchError, search
 from proxyless.search_config import ConfigError, SearchConfig, result_fingerprint
 from proxyless.search_report import summary_table
@@ -374,7 +373,7 @@ def test_derive_judge_train_picks_the_best_briefly_trained_candidate(tmp_path: P
     """derive.judge=train: the same candidates as judge=inherited (α's, unchanged by the
     judge), each scored by `brief_training_accuracy` with the search's seed and splits; the
     best wins and the supernet is left as a run that did not judge left it."""
-    from proxyless.brief_training import brief_training_accuracy
+    from proxyless.brief_training import brief_optim, brief_training_accuracy
     from proxyless.search_setup import build_parts
 
     inherited = search(fast_cfg(tmp_path / "inherited", derive={"candidates": 3}))
@@ -391,8 +390,8 @@ def test_derive_judge_train_picks_the_best_briefly_trained_candidate(tmp_path: P
     assert all(torch.equal(before[k], after[k]) for k in before)
     # the recorded score is the judge's, recomputed outside the search
     o, ctx = cfg.optim, DistContext()
-    fields = {f.name: getattr(o, f.name) for f in dataclasses.fields(SGDConfig)}
-    optim = SGDConfig(**{**fields, "lr": cfg.derive.train_lr})
+    optim = brief_optim(o, cfg.derive.train_lr)
+    assert optim.lr == 0.1 and optim.lr_warmup_epochs == o.lr_warmup_epochs
     loaders = build_parts(cfg, ctx).loaders
     acc = brief_training_accuracy(
         trained.arch, loaders.train, loaders.heldout, ctx, 2, optim, cfg.seed, o.label_smoothing

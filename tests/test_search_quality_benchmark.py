@@ -282,6 +282,48 @@ def test_ground_truth_fit_recovers_known_coefficients(tmp_path: Path) -> None:
     assert got["residual_std"] < 1e-6 and got["zero_layer"] == 2
 
 
+def test_pair_agreement_counts_only_near_pairs() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.brief_training_ranking import pair_agreement
+
+    costs, truth = [10.0, 10.5, 11.0, 30.0], [0.8, 0.9, 0.7, 0.95]
+    # near pairs (within 10 %): (0,1), (0,2), (1,2); this judge gets (0,1) wrong
+    assert pair_agreement(costs, truth, [0.9, 0.8, 0.5, 0.0], 0.1) == (2 / 3, 3)
+    # this one gets (0,1) right, (0,2) wrong and ties (1,2): half a hit
+    assert pair_agreement(costs, truth, [0.5, 0.6, 0.6, 0.0], 0.1) == (1.5 / 3, 3)
+    assert pair_agreement(costs, truth, truth, 0.01) == (None, 0)
+
+
+def test_brief_training_ranking_scores_stored_ground_truth(tmp_path: Path) -> None:
+    """Three stored archs on digits, one epoch: a training row each (cached: a rerun trains
+    nothing), an epochs row with τ against the stored accuracies, a summary."""
+    gt = [
+        {"row": "ground_truth", "arch": ops, "cost": c, "acc_mean": a}
+        for ops, c, a in [
+            (["mb_k3_e3", "zero", "mb_k3_e3", "zero", "mb_k3_e3", "zero"], 10.0, 0.7),
+            (["mb_k3_e6"] * 6, 20.0, 0.8),
+            (["mb_k7_e6"] * 6, 30.0, 0.9),
+        ]
+    ]
+    summary = {"row": "summary", "space": "tiny", "data": "digits", "ranking_tau_end": 0.5}
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in [*gt, summary]))
+    script = REPO / "benchmarks" / "brief_training_ranking.py"
+    cmd = [sys.executable, str(script), "--rows", str(rows), "--epochs", "1", "--workers", "1"]
+    cmd += ["--cache", str(tmp_path / "cache.jsonl")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PROXYLESS_CACHE": str(tmp_path / "data")}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["row"] for r in out] == ["training"] * 3 + ["epochs", "summary"]
+    assert all(0.0 <= r["acc"] <= 1.0 for r in out[:3])
+    assert out[3]["epochs"] == 1 and -1.0 <= out[3]["tau"] <= 1.0
+    assert out[4]["cost_tau"] == 1.0 and out[4]["supernet_tau_end"] == 0.5
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert [json.loads(line)["row"] for line in again.stdout.splitlines()] == ["epochs", "summary"]
+    assert json.loads(again.stdout.splitlines()[0])["tau"] == out[3]["tau"]
+
+
 def test_peak_rss_sees_memory_taken_inside_the_block() -> None:
     bench = _bench()
     with bench.PeakRSS() as before:
