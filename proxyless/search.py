@@ -651,7 +651,8 @@ class _Search:
         best wins (ties: the more probable). Why: at equal cost α separates its top archs by
         small margins that its gradients, averaged over a drifting supernet, need not have
         earned; the trained weights judge the few finalists directly, as one-shot methods
-        judge archs — or short trainings from scratch do, which see what sharing hides."""
+        judge archs — or short trainings from scratch do, which judge the standalone nets
+        (on the clutter benchmark too short to rank them: README)."""
         d = self.cfg.derive
         archs = self.net.most_probable(self.hw.target, d.tolerance, d.candidates)
         if d.candidates > 1 and (self.hw.target is None or d.tolerance is None) and self.main:
