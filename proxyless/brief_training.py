@@ -5,8 +5,8 @@ decides accuracy at equal cost between a search's finalists: with weight sharing
 the one stride-1 layer at 8×8 looks no worse than a Zero elsewhere, yet costs 4–7 points
 when the net trains alone. Training each finalist alone judges the net the user will train,
 at the price of a few short trainings. Whether short is long enough depends on the task: on
-clutter it is not (4–8-epoch trainings rank random archs at Kendall τ 0.03–0.10 against
-their 16-epoch accuracy: README, `benchmarks/brief_training_ranking.py`, which measures it
+clutter it is not (4- and 8-epoch trainings rank random archs at Kendall τ 0.03 and 0.22
+against their 16-epoch accuracy: README, `benchmarks/brief_training_ranking.py`, which measures it
 for any stored ground truth).
 
 Every finalist trains with the same seed (same initial-weight stream and data order:
