@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     if not gt:
         raise SystemExit(f"{a.rows} has no ground_truth rows: run benchmarks/search_quality.py")
     space, data = summary_in.get("space", "tiny"), summary_in.get("data", "clutter")
+
+    def key(ops: list[str], epochs: int, seed: int) -> str:
+        """A training's cache key: everything that determines its result."""
+        return json.dumps([ops, space, data, epochs, seed, a.lr])
+
     done: dict[str, float] = {}
     if a.cache.is_file():
         for line in a.cache.read_text().splitlines():
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         for e in a.epochs
         for s in range(a.seeds)
         for r in gt
-        if json.dumps([r["arch"], space, data, e, s, a.lr]) not in done
+        if key(r["arch"], e, s) not in done
     ]
     a.cache.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -119,25 +124,17 @@ def main(argv: list[str] | None = None) -> None:
             (job, pool.submit(brief_job, job[0], space, data, *job[1:], a.lr)) for job in jobs
         ]
         for k, ((ops, e, s), fut) in enumerate(futures, 1):
-            key = json.dumps([ops, space, data, e, s, a.lr])
-            done[key] = fut.result()
-            cache.write(json.dumps({"key": key, "acc": done[key]}) + "\n")
+            acc = done[key(ops, e, s)] = fut.result()
+            cache.write(json.dumps({"key": key(ops, e, s), "acc": acc}) + "\n")
             cache.flush()
-            row = {"row": "training", "arch": ops, "epochs": e, "seed": s, "acc": done[key]}
+            row = {"row": "training", "arch": ops, "epochs": e, "seed": s, "acc": acc}
             print(json.dumps(row), flush=True)
             print(f"[{k}/{len(jobs)}] {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     costs = [r["cost"] for r in gt]
     truth = [r["acc_mean"] for r in gt]
     per_epochs = []
     for e in a.epochs:
-        judged = [
-            float(
-                np.mean(
-                    [done[json.dumps([r["arch"], space, data, e, s, a.lr])] for s in range(a.seeds)]
-                )
-            )
-            for r in gt
-        ]
+        judged = [float(np.mean([done[key(r["arch"], e, s)] for s in range(a.seeds)])) for r in gt]
         agree, n = pair_agreement(costs, truth, judged, a.window)
         row = {
             "row": "epochs",

@@ -580,11 +580,11 @@ class _Search:
         return self.net.derive(self.hw.target, self.cfg.derive.tolerance)
 
     def derive_rule(self) -> str:
-        tol, n = self.cfg.derive.tolerance, self.cfg.derive.candidates
+        d = self.cfg.derive
+        tol, n = d.tolerance, d.candidates
         if self.hw.target is None or tol is None:
             return "argmax per layer"
         if n > 1:
-            d = self.cfg.derive
             how = (
                 "inherited weights"
                 if d.judge == "inherited"
