@@ -120,12 +120,24 @@ class MixedLayer(nn.Module):
 
     def largest(self) -> int:
         """Index of the candidate with the most weights (kernel² × expansion), never Zero."""
-        members = set(self.members())
-        sizes = [
-            -2 if i not in members else -1 if self.is_zero(i) else op.kernel**2 * op.expand
-            for i, op in enumerate(self.spec.candidates)
-        ]
-        return max(range(len(sizes)), key=sizes.__getitem__)
+        sizes = self._sizes()
+        return max(sizes, key=sizes.__getitem__)
+
+    def smallest(self) -> int:
+        """Index of the candidate with the fewest weights (kernel² × expansion), never Zero."""
+        sizes = self._sizes()
+        return min(sizes, key=sizes.__getitem__)
+
+    def _sizes(self) -> dict[int, int]:
+        """kernel² × expansion of each searched candidate that is not Zero (a layer pruned
+        to Zero alone: that Zero)."""
+        members = self.members()
+        sizes = {
+            i: self.spec.candidates[i].kernel ** 2 * self.spec.candidates[i].expand
+            for i in members
+            if not self.is_zero(i)
+        }
+        return sizes or {i: 0 for i in members}
 
     def op_parameters(self) -> list[nn.Parameter]:
         """The weights of this layer's candidates (with shared ones), α excluded."""

@@ -415,16 +415,18 @@ class _Search:
             x = torch.full_like(x, float("nan"))
         lr = lr_at(self.lr_step(), self.parts.total_steps, cfg.optim, self.parts.per_epoch)
         set_lr(self.parts.weight_opt, lr)
-        # sandwich: the largest path on every other step (for `sandwich_epochs` epochs)
+        # sandwich: an anchor path on every other step (for `sandwich_epochs` epochs), the
+        # anchors in turn
         until = cfg.schedule.sandwich_epochs
         sandwich = cfg.schedule.sampler == "sandwich" and (until is None or epoch < until)
-        largest = sandwich and step % 2 == 1
+        anchored = sandwich and step % 2 == 1
         teacher = None
-        if cfg.schedule.distill and sandwich and not largest:
+        if cfg.schedule.distill and sandwich and not anchored:
             teacher = self.teacher(x)
         shift_bin = None  # warmup.sampler=shift: the cost bin this step's path was drawn from
-        if largest:
-            self.net.set_paths(self.net.largest_path())
+        if anchored:
+            anchors = cfg.schedule.anchors
+            self.net.set_paths(self.net.anchor_path(anchors[(step // 2) % len(anchors)]))
         elif warm and self.shift is not None:
             shift_bin, path = self.shift.draw(gen)
             self.net.set_paths(path)
@@ -437,7 +439,7 @@ class _Search:
                 gen,
                 warm or cfg.schedule.search_paths == "uniform",
                 cfg.optim.label_smoothing,
-                resample=not largest and shift_bin is None,
+                resample=not anchored and shift_bin is None,
                 teacher=teacher,
             )
         first_bad = (self.bad_step == 0) & ~torch.isfinite(loss)

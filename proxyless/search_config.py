@@ -60,6 +60,7 @@ class SearchOptimConfig(SGDConfig):
 
 SAMPLERS = ("uniform", "sandwich")
 SEARCH_PATHS = ("alpha", "uniform")
+ANCHORS = ("largest", "smallest")  # schedule.anchors: supernet.SuperNet.anchor_path
 JUDGES = ("inherited", "train")  # derive.judge: who picks among derive.candidates
 
 
@@ -90,6 +91,11 @@ class ScheduleConfig:
     # on every step after that; null: in every epoch. The largest path bootstraps the shared
     # weights; later, without it, the other candidates get the steps it took.
     sandwich_epochs: int | None = None
+    # sandwich: the anchor paths its every-other steps train, in turn: largest (k7_e6
+    # everywhere) and/or smallest (k3_e3 everywhere, full depth). With the largest alone,
+    # separately weighted small ops stay so undertrained that the supernet rates Zero above
+    # them, and α cuts latency with Zero layers; the smallest anchor trains the cheap ops too.
+    anchors: list[str] = field(default_factory=lambda: ["largest"])
 
 
 WARMUP_SAMPLERS = ("uniform", "shift")
@@ -305,6 +311,16 @@ class SearchConfig:
                 f"schedule.sandwich_epochs={s.sandwich_epochs} needs schedule.sampler=sandwich "
                 "and a count >= 0 (null: the largest path in every epoch)"
             )
+        if not s.anchors or any(a not in ANCHORS for a in s.anchors):
+            raise ConfigError(
+                f"schedule.anchors={list(s.anchors)} must be a non-empty list of: "
+                f"{', '.join(ANCHORS)} (e.g. schedule.anchors=[largest,smallest])"
+            )
+        if list(s.anchors) != ["largest"] and s.sampler != "sandwich":
+            raise ConfigError(
+                f"schedule.anchors={list(s.anchors)} needs schedule.sampler=sandwich (the "
+                f"anchors are the sandwich's paths), not {s.sampler!r}"
+            )
         if self.space.weight_sharing not in WEIGHT_SHARING:
             raise ConfigError(
                 f"space.weight_sharing={self.space.weight_sharing!r} is not one of: "
@@ -416,7 +432,12 @@ def result_fingerprint(cfg: dict[str, Any]) -> dict[str, Any]:
     # Runs from before `warmup` existed sampled warmup paths uniformly: its defaults.
     out.setdefault("warmup", dataclasses.asdict(WarmupConfig()))
     # runs from before these existed
-    defaults = {"distill": False, "search_paths": "alpha", "sandwich_epochs": None}
+    defaults = {
+        "distill": False,
+        "search_paths": "alpha",
+        "sandwich_epochs": None,
+        "anchors": ["largest"],
+    }
     out["schedule"] = {**defaults, **out["schedule"]}
     out["space"] = {"weight_sharing": "separate", **out["space"]}
     out["derive"] = {**dataclasses.asdict(DeriveConfig()), **out["derive"]}

@@ -118,6 +118,15 @@ class SuperNet(nn.Module):
         the path the sandwich sampler trains on every other step."""
         return [layer.largest() for layer in self.layers]
 
+    def smallest_path(self) -> list[int]:
+        """Per layer the candidate with the fewest weights (never Zero): full depth, the
+        cheapest ops; a second sandwich anchor (`schedule.anchors`)."""
+        return [layer.smallest() for layer in self.layers]
+
+    def anchor_path(self, name: str) -> list[int]:
+        """The path a sandwich anchor step trains: `largest` or `smallest`."""
+        return self.largest_path() if name == "largest" else self.smallest_path()
+
     def active_paths(self) -> list[int]:
         return [layer.active for layer in self.layers]
 
