@@ -218,6 +218,57 @@ def test_sandwich_epochs_limits_the_largest_path_to_the_first_epochs(
     assert all(path != largest for path in trained_paths[4:])
 
 
+def test_sandwich_anchors_take_turns_on_every_other_step(
+    tmp_path: Path, trained_paths: list[list[int]]
+) -> None:
+    """anchors=[largest, smallest]: steps 1, 5, 9 train k7_e6 everywhere, steps 3, 7, 11
+    k3_e3 everywhere (full depth, never Zero); the even steps a drawn path."""
+    cfg = fast_cfg(tmp_path, schedule={"sampler": "sandwich", "anchors": ["largest", "smallest"]})
+    result = search(cfg)
+    net = result.net
+    largest, smallest = net.largest_path(), net.smallest_path()
+    ops = [str(layer.spec.candidates[i]) for layer, i in zip(net.layers, smallest)]
+    assert ops == ["mb_k3_e3"] * len(net.layers)
+    assert len(trained_paths) == 12
+    assert [trained_paths[i] for i in range(0, 12, 4)] == [largest] * 3
+    assert [trained_paths[i] for i in range(2, 12, 4)] == [smallest] * 3
+    assert all(trained_paths[i] not in (largest, smallest) for i in range(1, 12, 2))
+
+
+def test_smallest_anchor_of_a_layer_pruned_to_zero_is_zero(tmp_path: Path) -> None:
+    net = search(fast_cfg(tmp_path)).net
+    layer, zero = next(
+        (layer, i) for layer in net.layers for i in range(layer.num_candidates) if layer.is_zero(i)
+    )
+    layer.restrict([zero])
+    assert layer.smallest() == layer.largest() == zero
+
+
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        ({"sampler": "sandwich", "anchors": []}, r"schedule.anchors=\[\] must be a non-empty"),
+        (
+            {"sampler": "sandwich", "anchors": ["largest", "tiny"]},
+            r"schedule.anchors=\['largest', 'tiny'\] must be .* of: largest, smallest",
+        ),
+        (
+            {"sampler": "uniform", "anchors": ["smallest"]},
+            r"schedule.anchors=\['smallest'\] needs schedule.sampler=sandwich",
+        ),
+    ],
+)
+def test_bad_sandwich_anchors_are_refused(tmp_path: Path, schedule: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        fast_cfg(tmp_path, schedule=schedule)
+
+
+def test_runs_from_before_anchors_resume_with_the_largest_path_alone(tmp_path: Path) -> None:
+    old = fast_cfg(tmp_path).to_dict()
+    del old["schedule"]["anchors"]
+    assert result_fingerprint(old)["schedule"]["anchors"] == ["largest"]
+
+
 @pytest.mark.parametrize("sampler, epochs", [("uniform", 2), ("sandwich", -1)])
 def test_sandwich_epochs_needs_the_sandwich_sampler_and_a_count(
     tmp_path: Path, sampler: str, epochs: int
