@@ -6,8 +6,10 @@ files, checks that they share one ground truth (the same archs with the same acc
 may come from different tables, e.g. a run with `--ground-truth-from` on another machine), and
 prints per setting — the plain search and each variant — and target: the searches pooled, their
 mean percentile among random archs within ±5 % of their latency, mean accuracy, mean margin over
-the random Pareto front at their own cost (each file's front, as stored in its rows) and τ at
-the end of the search. A target counts as on the front when the mean margin is ≥ 0.
+the random Pareto front at their own cost (each file's front, as stored in its rows), mean
+margin over the median random arch within ±5 % (`vs_median`; the summary adds its standard
+error over all searches of the setting) and τ at the end of the search. A target counts as
+on the front when the mean margin is ≥ 0.
 
     PYTHONPATH=. python benchmarks/pool_search_seeds.py \
         benchmarks/results/search_quality_rows_gt5.jsonl \
@@ -65,6 +67,7 @@ def pooled(files: list[Path]) -> list[dict[str, Any]]:
         pct = [r["percentile"] for r in rs if r.get("percentile") is not None]
         margin = float(np.mean([r["acc_mean"] - r["front"] for r in rs]))
         taus = [r["tau_end"] for r in rs if r.get("tau_end") is not None]
+        vs_median = [r["vs_median"] for r in rs if r.get("vs_median") is not None]
         row = {
             "setting": setting,
             "target_frac": t,
@@ -72,12 +75,16 @@ def pooled(files: list[Path]) -> list[dict[str, Any]]:
             "percentile": float(np.mean(pct)) if pct else None,
             "acc_mean": float(np.mean([r["acc_mean"] for r in rs])),
             "front_margin": margin,
+            "vs_median": float(np.mean(vs_median)) if vs_median else None,
             "on_front": margin >= 0,
             "tau_end": float(np.mean(taus)) if taus else None,
         }
         out.append(row)
-        s = summary.setdefault(setting, {"percentiles": [], "on_front": 0, "taus": [], "accs": []})
+        s = summary.setdefault(
+            setting, {"percentiles": [], "on_front": 0, "taus": [], "accs": [], "vs_median": []}
+        )
         s["percentiles"].append(row["percentile"])
+        s["vs_median"] += vs_median
         s["on_front"] += row["on_front"]
         s["taus"] += taus
         s["accs"] += [r["acc_mean"] for r in rs]
@@ -92,9 +99,22 @@ def pooled(files: list[Path]) -> list[dict[str, Any]]:
                 "on_pareto_front": s["on_front"],
                 "ranking_tau_end": float(np.mean(s["taus"])) if s["taus"] else None,
                 "acc_mean": float(np.mean(s["accs"])),
+                **_mean_and_error("vs_median", s["vs_median"]),
             }
         )
     return out
+
+
+def _mean_and_error(name: str, values: list[float]) -> dict[str, Any]:
+    """Mean, standard error and count of `values` (the searches' margins over the median
+    random arch of their latency): is the search better than a random arch at all, and by
+    more than the searches' own scatter?"""
+    n = len(values)
+    return {
+        f"{name}_mean": float(np.mean(values)) if n else None,
+        f"{name}_se": float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else None,
+        f"{name}_n": n,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

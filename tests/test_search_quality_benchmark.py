@@ -213,8 +213,24 @@ def test_search_seeds_pool_over_runs_of_one_ground_truth(tmp_path: Path) -> None
         return path
 
     s01 = [
-        {**search, "seed": 0, "percentile": 100.0, "acc_mean": 0.9, "front": 0.85, "tau_end": 0.6},
-        {**search, "seed": 1, "percentile": 50.0, "acc_mean": 0.8, "front": 0.86, "tau_end": 0.4},
+        {
+            **search,
+            "seed": 0,
+            "percentile": 100.0,
+            "acc_mean": 0.9,
+            "front": 0.85,
+            "tau_end": 0.6,
+            "vs_median": 0.04,
+        },
+        {
+            **search,
+            "seed": 1,
+            "percentile": 50.0,
+            "acc_mean": 0.8,
+            "front": 0.86,
+            "tau_end": 0.4,
+            "vs_median": 0.0,
+        },
         {
             **search,
             "seed": 0,
@@ -234,7 +250,15 @@ def test_search_seeds_pool_over_runs_of_one_ground_truth(tmp_path: Path) -> None
         },
     ]
     s23 = [
-        {**search, "seed": 2, "percentile": 0.0, "acc_mean": 0.82, "front": 0.84, "tau_end": 0.2},
+        {
+            **search,
+            "seed": 2,
+            "percentile": 0.0,
+            "acc_mean": 0.82,
+            "front": 0.84,
+            "tau_end": 0.2,
+            "vs_median": -0.01,
+        },
         {**search, "seed": 1, "percentile": 99.0, "acc_mean": 0.99, "front": 0.0},  # counted once
     ]
     moved = [{**gt[0], "cost": 2.0}]  # the same ground truth re-costed by another table
@@ -247,7 +271,12 @@ def test_search_seeds_pool_over_runs_of_one_ground_truth(tmp_path: Path) -> None
     assert plain["seeds"] == [0, 1, 2] and plain["percentile"] == pytest.approx(50.0)
     assert plain["front_margin"] == pytest.approx((0.05 - 0.06 - 0.02) / 3)
     assert not plain["on_front"] and plain["tau_end"] == pytest.approx(0.4)
+    assert plain["vs_median"] == pytest.approx(0.01)
     summaries = {r["setting"]: r for r in rows if r.get("summary")}
+    margins = summaries["default"]
+    assert margins["vs_median_mean"] == pytest.approx(0.01) and margins["vs_median_n"] == 3
+    assert margins["vs_median_se"] == pytest.approx(0.026457513 / 3**0.5)  # std (ddof 1) / √n
+    assert summaries["v"]["vs_median_mean"] is None and summaries["v"]["vs_median_se"] is None
     assert (
         summaries["v"]["searched_percentile"] == [0.0]
         and summaries["default"]["on_pareto_front"] == 0
