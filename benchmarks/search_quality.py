@@ -344,7 +344,7 @@ def seed_train_cache(
     return written
 
 
-def _eval_batches(plain: dict[str, Any], calib: int) -> tuple[dict[str, list], list]:
+def eval_batches(plain: dict[str, Any], calib: int) -> tuple[dict[str, list], list]:
     """Batches to score archs on — the held-out split (what the search's arch steps see) and
     the test split (eval transforms) — and training images to re-estimate BatchNorm
     statistics with: the same images and augmentations on every call (seeded), so rankings
@@ -372,7 +372,7 @@ def _eval_batches(plain: dict[str, Any], calib: int) -> tuple[dict[str, list], l
     return sets, calib_x
 
 
-def _pooled(accs: dict[str, list[float]], sets: dict[str, list]) -> list[float]:
+def pooled_accuracy(accs: dict[str, list[float]], sets: dict[str, list]) -> list[float]:
     """Per arch, the accuracy over all the sets' images together."""
     sizes = {name: sum(len(y) for _, y in batches) for name, batches in sets.items()}
     total = sum(sizes.values())
@@ -459,7 +459,7 @@ def _ranking(
     from proxyless.ranking import inherited_accuracies
 
     archs = [Arch.from_dict(a) for a in gt_archs]
-    sets, calib = _eval_batches(plain, s.calib_batches)
+    sets, calib = eval_batches(plain, s.calib_batches)
     out: dict[str, Any] = {"ranked": RANKED}
     phases = {"end": net}
     if (rd / "checkpoints" / "warmup.pt").is_file():
@@ -469,7 +469,7 @@ def _ranking(
             accs = inherited_by_leaf(rd, plain, archs, sets, calib)
         else:
             accs = inherited_accuracies(phase_net, archs, sets, calib)
-        out[f"inherited_{phase}"] = _pooled(accs, sets)
+        out[f"inherited_{phase}"] = pooled_accuracy(accs, sets)
         out[f"inherited_{phase}_heldout"] = accs["heldout"]
     return out
 
@@ -584,13 +584,13 @@ def random_search_job(
     t0 = time.time()
     result = search(SearchConfig.from_dict(plain))
     archs = _archs_near(result.net.space, cost_table, target, n, seed)
-    sets, calib = _eval_batches(plain, s.calib_batches)
+    sets, calib = eval_batches(plain, s.calib_batches)
     held = sets["heldout"]  # it picks an arch: never on the test split
     accs = inherited_accuracy(result.net, archs, held, calib)
     best = archs[int(np.argmax(accs))]
     if gt_archs is not None:  # how a supernet trained only on uniform paths ranks
         gt = [Arch.from_dict(a) for a in gt_archs]
-        uniform_ranking = _pooled(inherited_accuracies(result.net, gt, sets, calib), sets)
+        uniform_ranking = pooled_accuracy(inherited_accuracies(result.net, gt, sets, calib), sets)
     row = {
         "overrides": overrides,
         "inherited_uniform": uniform_ranking if gt_archs is not None else None,

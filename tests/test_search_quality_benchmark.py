@@ -482,3 +482,25 @@ def test_seed_noise_pools_seeds_per_learning_rate_and_reuses_trainings(tmp_path:
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert again.stdout == first.stdout  # read back from the cache, not retrained
     assert len(list((tmp_path / "cache" / "train").glob("*.json"))) == 8
+
+
+def test_op_swap_ratings_rate_every_candidate_of_every_layer(tmp_path: Path) -> None:
+    """Each layer lists every candidate; its derived op's rating is the derived arch's own
+    inherited accuracy, so it is the same number in every layer."""
+    from proxyless.search import search
+    from search_configs import FAST_SEARCH, merged_config
+
+    run = tmp_path / "run"
+    search(merged_config(FAST_SEARCH, run))
+    cmd = [sys.executable, str(REPO / "benchmarks" / "op_swap_ratings.py")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([*cmd, str(run)], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    derived = json.loads((run / "summary.json").read_text())["arch"]
+    assert out["arch"] == derived and len(out["layers"]) == len(derived)
+    own = {entry["ratings"][entry["derived"]] for entry in out["layers"]}
+    assert len(own) == 1 and 0.0 <= own.pop() <= 1.0
+    assert all(len(entry["ratings"]) >= 6 for entry in out["layers"])
+    missing = subprocess.run([*cmd, str(tmp_path)], capture_output=True, text=True, env=env)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
