@@ -51,7 +51,7 @@ def test_tau_by_tercile_ranks_within_each_cost_band() -> None:
 def test_pooled_accuracy_weights_each_set_by_its_images() -> None:
     bench = _bench()
     sets = {"heldout": [(None, [0] * 10)], "test": [(None, [0] * 20), (None, [0] * 10)]}
-    got = bench._pooled({"heldout": [0.2, 1.0], "test": [0.6, 0.0]}, sets)
+    got = bench.pooled_accuracy({"heldout": [0.2, 1.0], "test": [0.6, 0.0]}, sets)
     assert got == pytest.approx([0.5, 0.25])
 
 
