@@ -487,8 +487,9 @@ def test_seed_noise_pools_seeds_per_learning_rate_and_reuses_trainings(tmp_path:
 def test_op_swap_ratings_rate_every_candidate_of_every_layer(tmp_path: Path) -> None:
     """Each layer lists every candidate; its derived op's rating is the derived arch's own
     inherited accuracy, so it is the same number in every layer."""
-    from proxyless.search import search
     from search_configs import FAST_SEARCH, merged_config
+
+    from proxyless.search import search
 
     run = tmp_path / "run"
     search(merged_config(FAST_SEARCH, run))
