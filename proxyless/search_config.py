@@ -94,7 +94,8 @@ class ScheduleConfig:
     # sandwich: the anchor paths its every-other steps train, in turn: largest (k7_e6
     # everywhere) and/or smallest (k3_e3 everywhere, full depth). With the largest alone,
     # separately weighted small ops stay so undertrained that the supernet rates Zero above
-    # them, and α cuts latency with Zero layers; the smallest anchor trains the cheap ops too.
+    # them, and α cuts latency with Zero layers; the smallest anchor trains the cheap ops too
+    # (but α then picks the two anchors' ops alone: worse on the benchmark, so opt-in).
     anchors: list[str] = field(default_factory=lambda: ["largest"])
 
 

@@ -115,7 +115,7 @@ class SuperNet(nn.Module):
 
     def largest_path(self) -> list[int]:
         """Per layer the candidate with the most weights (kernel² × expansion; never Zero):
-        the path the sandwich sampler trains on every other step."""
+        the path the sandwich sampler trains on every other step (default anchors)."""
         return [layer.largest() for layer in self.layers]
 
     def smallest_path(self) -> list[int]:
