@@ -51,10 +51,7 @@ def op_swap_ratings(run_dir: Path, calib: int = 8) -> dict[str, Any]:
     layers = []
     for li, layer in enumerate(net.layers):
         paths = [[*derived[:li], c, *derived[li + 1 :]] for c in layer.members()]
-        archs = [
-            Arch(net.space, [ly.spec.candidates[i] for ly, i in zip(net.layers, p, strict=True)])
-            for p in paths
-        ]
+        archs = [net.path_arch(p) for p in paths]
         accs = pooled_accuracy(inherited_accuracies(net, archs, sets, calib_x), sets)
         names = [str(layer.spec.candidates[c]) for c in layer.members()]
         layers.append(

@@ -200,19 +200,17 @@ class SuperNet(nn.Module):
             ]
             low, high = (1 - tolerance) * target, (1 + tolerance) * target
             paths = most_probable_archs_within(log_probs, costs, self._fixed_cost, low, high, count)
-        return [
-            Arch(
-                self.space,
-                [ly.spec.candidates[i] for ly, i in zip(self.layers, idx, strict=True)],
-                probs,
-            )
-            for idx in paths
-        ]
+        return [self.path_arch(idx, probs) for idx in paths]
 
     def arch_indices(self, arch: Arch) -> list[int]:
         """Path indices that select `arch`'s ops in this supernet."""
         arch.check_space(self.space)
         return arch.indices()
+
+    def path_arch(self, indices: Sequence[int], probs: list[list[float]] | None = None) -> Arch:
+        """The arch that path `indices` selects (the inverse of `arch_indices`)."""
+        ops = [ly.spec.candidates[i] for ly, i in zip(self.layers, indices, strict=True)]
+        return Arch(self.space, ops, probs)
 
     def extract(self, arch: Arch) -> StandaloneNet:
         """`arch` as a standalone model holding this supernet's weights for its chosen ops."""

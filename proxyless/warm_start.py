@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import torch
 
-from .arch import Arch
 from .supernet import SuperNet
 from .zeroshot import Batch, Proxy
 
@@ -36,7 +35,7 @@ def candidate_scores(
         for li, cands in enumerate(specs):
             for j in range(len(cands)):
                 path = [*base[:li], j, *base[li + 1 :]]
-                sub = net.extract(Arch(net.space, [c[i] for c, i in zip(specs, path, strict=True)]))
+                sub = net.extract(net.path_arch(path))
                 device = net.layers[0].alpha.device
                 scores[li][j] += proxy(sub.to(device), batches) / paths
     return scores
