@@ -426,7 +426,7 @@ class _Search:
         shift_bin = None  # warmup.sampler=shift: the cost bin this step's path was drawn from
         if anchored:
             anchors = cfg.schedule.anchors
-            self.net.set_paths(self.net.anchor_path(anchors[(step // 2) % len(anchors)]))
+            self.net.set_paths(self.net.anchor_path(anchors[(step // 2) % len(anchors)], gen))
         elif warm and self.shift is not None:
             shift_bin, path = self.shift.draw(gen)
             self.net.set_paths(path)

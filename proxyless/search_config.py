@@ -60,7 +60,7 @@ class SearchOptimConfig(SGDConfig):
 
 SAMPLERS = ("uniform", "sandwich")
 SEARCH_PATHS = ("alpha", "uniform")
-ANCHORS = ("largest", "smallest")  # schedule.anchors: supernet.SuperNet.anchor_path
+ANCHORS = ("largest", "smallest", "near_largest")  # schedule.anchors: supernet.SuperNet.anchor_path
 JUDGES = ("inherited", "train")  # derive.judge: who picks among derive.candidates
 
 

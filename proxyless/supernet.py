@@ -123,8 +123,25 @@ class SuperNet(nn.Module):
         cheapest ops; a second sandwich anchor (`schedule.anchors`)."""
         return [layer.smallest() for layer in self.layers]
 
-    def anchor_path(self, name: str) -> list[int]:
-        """The path a sandwich anchor step trains: `largest` or `smallest`."""
+    def near_largest_path(self, generator: torch.Generator | None = None) -> list[int]:
+        """The largest path with one layer, drawn uniformly, on a uniformly drawn candidate
+        of that layer (Zero included; a pruned candidate never).
+
+        Why: α compares a layer's candidates in the context of the paths it favours (next
+        to the largest one once it is sure of the other layers), but with the largest anchor
+        a small op is trained only on random paths, and so rates below Zero there. This
+        anchor trains every candidate next to the largest path, OFA's sub-nets around the
+        full net."""
+        path = self.largest_path()
+        i = int(torch.randint(len(self.layers), (1,), generator=generator))
+        path[i] = self.layers[i].sample(generator, uniform=True)
+        return path
+
+    def anchor_path(self, name: str, generator: torch.Generator | None = None) -> list[int]:
+        """The path a sandwich anchor step trains: `largest`, `smallest` or `near_largest`
+        (drawn with `generator`)."""
+        if name == "near_largest":
+            return self.near_largest_path(generator)
         return self.largest_path() if name == "largest" else self.smallest_path()
 
     def active_paths(self) -> list[int]:

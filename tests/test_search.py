@@ -235,6 +235,29 @@ def test_sandwich_anchors_take_turns_on_every_other_step(
     assert all(trained_paths[i] not in (largest, smallest) for i in range(1, 12, 2))
 
 
+def test_near_largest_anchor_swaps_one_layer_of_the_largest_path(
+    tmp_path: Path, trained_paths: list[list[int]]
+) -> None:
+    """anchors=[near_largest]: every odd step trains the largest path but in at most one
+    layer (a drawn candidate there, sometimes the largest itself); over the six anchor
+    steps the swapped layers and candidates vary, Zero included in the draw."""
+    cfg = fast_cfg(tmp_path, schedule={"sampler": "sandwich", "anchors": ["near_largest"]})
+    net = search(cfg).net
+    largest = net.largest_path()
+    anchored = [trained_paths[i] for i in range(0, 12, 2)]
+    diffs = [[j for j, (a, b) in enumerate(zip(p, largest)) if a != b] for p in anchored]
+    assert all(len(d) <= 1 for d in diffs)
+    assert len({tuple(p) for p in anchored}) > 1
+    # deterministic per step: the same seed draws the same anchors
+    gen = torch.Generator().manual_seed(7)
+    again = torch.Generator().manual_seed(7)
+    draws = [net.anchor_path("near_largest", gen) for _ in range(200)]
+    assert draws == [net.anchor_path("near_largest", again) for _ in range(200)]
+    swapped = {(j, p[j]) for p in draws for j in range(len(p)) if p[j] != largest[j]}
+    assert {j for j, _ in swapped} == set(range(len(largest)))
+    assert any(net.layers[j].is_zero(i) for j, i in swapped)
+
+
 def test_smallest_anchor_of_a_layer_pruned_to_zero_is_zero(tmp_path: Path) -> None:
     net = search(fast_cfg(tmp_path)).net
     layer, zero = next(
@@ -250,7 +273,7 @@ def test_smallest_anchor_of_a_layer_pruned_to_zero_is_zero(tmp_path: Path) -> No
         ({"sampler": "sandwich", "anchors": []}, r"schedule.anchors=\[\] must be a non-empty"),
         (
             {"sampler": "sandwich", "anchors": ["largest", "tiny"]},
-            r"schedule.anchors=\['largest', 'tiny'\] must be .* of: largest, smallest",
+            r"schedule.anchors=\['largest', 'tiny'\] must be .* of: largest, smallest, near",
         ),
         (
             {"sampler": "uniform", "anchors": ["smallest"]},
