@@ -92,10 +92,12 @@ class ScheduleConfig:
     # weights; later, without it, the other candidates get the steps it took.
     sandwich_epochs: int | None = None
     # sandwich: the anchor paths its every-other steps train, in turn: largest (k7_e6
-    # everywhere) and/or smallest (k3_e3 everywhere, full depth). With the largest alone,
-    # separately weighted small ops stay so undertrained that the supernet rates Zero above
-    # them, and α cuts latency with Zero layers; the smallest anchor trains the cheap ops too
-    # (but α then picks the two anchors' ops alone: worse on the benchmark, so opt-in).
+    # everywhere), smallest (k3_e3 everywhere, full depth) and/or near_largest (the largest
+    # with one drawn layer on a drawn candidate). With the largest alone, separately weighted
+    # small ops stay so undertrained that the supernet rates Zero above them; the smallest
+    # anchor trains the cheap ops too (but α then picks the two anchors' ops alone: worse on
+    # the benchmark); near_largest trains every op next to the largest path (ranks better
+    # after warmup, archs as good: a tie). All opt-in.
     anchors: list[str] = field(default_factory=lambda: ["largest"])
 
 
