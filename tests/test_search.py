@@ -258,6 +258,24 @@ def test_near_largest_anchor_swaps_one_layer_of_the_largest_path(
     assert any(net.layers[j].is_zero(i) for j, i in swapped)
 
 
+def test_near_largest_run_resumed_after_a_crash_matches_uninterrupted_run(tmp_path: Path) -> None:
+    """The anchor's draws are reproduced on resume: a run that dies at step 6 (a search
+    epoch; anchors on steps 7, 9, 11 after it) resumes from step 5 and ends bit-identical
+    to one that never stopped."""
+    over = {
+        "checkpoint": {"every_steps": 1},
+        "schedule": {"sampler": "sandwich", "anchors": ["near_largest"]},
+    }
+    search(fast_cfg(tmp_path / "ref", **over))
+    with pytest.raises(SearchError):
+        search(fast_cfg(tmp_path / "run", **over, debug={"inject_nan_at_step": 6}))
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["global_step"] == 5
+    search(fast_cfg(tmp_path / "run", **over, resume=True))
+    ref, got = _final_state(tmp_path / "ref"), _final_state(tmp_path / "run")
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+
+
 def test_smallest_anchor_of_a_layer_pruned_to_zero_is_zero(tmp_path: Path) -> None:
     net = search(fast_cfg(tmp_path)).net
     layer, zero = next(
