@@ -10,8 +10,9 @@ ground truth says cost accuracy (`benchmarks/ground_truth_fit.py`).
 
     PYTHONPATH=. python benchmarks/op_swap_ratings.py <search run dir> [<run dir> …]
 
-One JSON line per run: the derived arch and, per layer, each candidate's inherited accuracy;
-a table on stderr.
+One JSON line per run: the derived arch and, per layer, each candidate's inherited accuracy,
+its final probability under α and its cost (the run's `costs.json`, in its unit) — what α
+weighed; a table on stderr.
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ def op_swap_ratings(run_dir: Path, calib: int = 8) -> dict[str, Any]:
     except CheckpointError as e:
         raise SystemExit(f"{e}; pass the directory of a finished proxyless-search run") from e
     arch_path = run_dir / "arch.json"
-    if not arch_path.is_file():
-        raise SystemExit(f"{run_dir}: no arch.json; pass the directory of a finished search")
+    if not arch_path.is_file() or not (run_dir / "costs.json").is_file():
+        raise SystemExit(
+            f"{run_dir}: no arch.json or costs.json; pass the directory of a finished search"
+        )
     plain = state["config"]
     net = build_parts(SearchConfig.from_dict(plain), DistContext()).net
     net.load_state_dict(state["net"])
     derived = net.arch_indices(Arch.load(arch_path))
+    costs = json.loads((run_dir / "costs.json").read_text())["per_layer"]
     sets, calib_x = eval_batches(plain, calib)
     layers = []
     for li, layer in enumerate(net.layers):
@@ -54,11 +58,14 @@ def op_swap_ratings(run_dir: Path, calib: int = 8) -> dict[str, Any]:
         archs = [net.path_arch(p) for p in paths]
         accs = pooled_accuracy(inherited_accuracies(net, archs, sets, calib_x), sets)
         names = [str(layer.spec.candidates[c]) for c in layer.members()]
+        probs = layer.probs().tolist()
         layers.append(
             {
                 "layer": li + 1,
                 "derived": str(layer.spec.candidates[derived[li]]),
                 "ratings": dict(zip(names, accs, strict=True)),
+                "probs": {n: probs[c] for n, c in zip(names, layer.members(), strict=True)},
+                "costs": {n: costs[li][c] for n, c in zip(names, layer.members(), strict=True)},
             }
         )
     return {"run": str(run_dir), "arch": [entry["derived"] for entry in layers], "layers": layers}
@@ -74,9 +81,11 @@ def main(argv: list[str] | None = None) -> None:
         out = op_swap_ratings(run)
         print(json.dumps(out), flush=True)
         print(f"{run}: {' '.join(out['arch'])}", file=sys.stderr)
+        print("  per candidate: rating / α probability / cost", file=sys.stderr)
         for entry in out["layers"]:
             cells = "  ".join(
-                f"{op}{'*' if op == entry['derived'] else ''} {acc:.3f}"
+                f"{op}{'*' if op == entry['derived'] else ''} {acc:.3f} / "
+                f"{entry['probs'][op]:.2f} / {entry['costs'][op]:.2f}"
                 for op, acc in entry["ratings"].items()
             )
             print(f"  layer {entry['layer']}: {cells}", file=sys.stderr)

@@ -503,5 +503,11 @@ def test_op_swap_ratings_rate_every_candidate_of_every_layer(tmp_path: Path) -> 
     own = {entry["ratings"][entry["derived"]] for entry in out["layers"]}
     assert len(own) == 1 and 0.0 <= own.pop() <= 1.0
     assert all(len(entry["ratings"]) >= 6 for entry in out["layers"])
+    # α's final probabilities and the run's costs, per candidate, beside the ratings
+    costs = json.loads((run / "costs.json").read_text())["per_layer"]
+    for li, entry in enumerate(out["layers"]):
+        assert entry["probs"].keys() == entry["ratings"].keys() == entry["costs"].keys()
+        assert sum(entry["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert sorted(entry["costs"].values()) == sorted(costs[li])
     missing = subprocess.run([*cmd, str(tmp_path)], capture_output=True, text=True, env=env)
     assert missing.returncode != 0 and "does not exist" in missing.stderr
